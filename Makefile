@@ -1,0 +1,39 @@
+# Two commands do all the set-up: `make demo` and `make test` (each installs .venv first if needed).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast bench tui lint clean
+
+# torch and torchvision are installed by the same pip command (pyproject lists both), so pip
+# picks a matched pair. The stamp makes this a no-op while .venv is newer than pyproject.toml.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)  ## train the `demo` experiment of experiments.toml (offline, CPU, about a minute)
+	$(BIN)/expt run demo
+
+test: $(STAMP)  ## the whole test suite (what CI runs)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)  ## the tests not marked slow
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: $(STAMP)  ## benchmarks; writes bench/RESULTS.md
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python bench/run.py
+
+tui: $(STAMP)
+	$(BIN)/expt tui
+
+lint: $(STAMP)
+	$(BIN)/lint-imports
+
+clean:
+	rm -rf runs runs.db runs.db-shm runs.db-wal .pytest_cache

@@ -1,0 +1,3 @@
+from expt.cli import main
+
+main()

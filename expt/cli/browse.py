@@ -1,0 +1,377 @@
+"""Commands that read runs: ls, show, logs, compare, export. None of them imports torch."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import orjson
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from expt import analysis
+from expt.cli import app, console, project
+from expt.cli.render import duration, number, params_text, runs_table, stat, status_text, when
+from expt.core import runfiles, scheduler
+from expt.core.runfiles import FINAL_STATUSES
+from expt.core.tracking import read_table
+from expt.errors import UsageError
+from expt.store import Run, Store, open_store
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (a stable contract for scripts).")]
+RunsArgument = Annotated[list[str], typer.Argument(help="Run ids, unique id prefixes, or experiment names.")]
+
+
+def _refresh(store: Store) -> None:
+    """Bring runs.db up to date with the run folders before reading it."""
+    scheduler.reap(store)
+    store.ingest()
+
+
+def _print_json(data: object) -> None:
+    typer.echo(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY).decode())
+
+
+@app.command("ls")
+def ls(
+    refs: Annotated[Optional[list[str]], typer.Argument(help="Only these experiments, runs or prefixes.")] = None,
+    status: Annotated[Optional[list[str]], typer.Option("--status", "-s", help="Only runs with this status "
+                      "(repeatable): queued, running, completed, failed, stopped, crashed.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", "-n", min=0, help="Show the newest N runs "
+                     "(default 50 in the table, all with --json; 0: all).")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List runs: id, status, the params that differ between them, best metric, progress, time."""
+    with open_store(project().db_path) as store:
+        _refresh(store)
+        if refs:
+            runs = store.resolve(refs)
+        else:
+            n = limit if limit is not None else (0 if json_output else 50)
+            runs = store.runs(limit=n or None)
+        if status:
+            runs = [r for r in runs if r.status in status]
+        total = store.count()
+    if json_output:
+        _print_json([r.to_json() for r in runs])
+        return
+    if not runs:
+        console.print("no runs yet: `expt run NAME` starts one" if not total else "no matching runs")
+        return
+    differing = analysis.differing_keys([r.params for r in runs])
+    console.print(runs_table(runs, differing))
+    if len(runs) < total and not refs:
+        console.print(f"[dim]{len(runs)} of {total} runs; `expt ls -n 0` shows all[/]")
+
+
+@app.command()
+def show(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id or unique prefix.")],
+    tables: Annotated[bool, typer.Option("--tables", "-t", help="Also print the recipe's tables "
+                      "(per-class results, classification report, scaling grid ...).")] = False,
+    steps: Annotated[int, typer.Option("--steps", min=0, help="Rows of the per-epoch metrics table to show "
+                     "(the last ones; 0: all).")] = 30,
+    json_output: JsonOption = False,
+) -> None:
+    """One run: params, summary, per-epoch metrics, paths."""
+    with open_store(project().db_path) as store:
+        _refresh(store)
+        run = _one(store, run_ref)
+        run.metrics = store.metrics(run)
+    if json_output:
+        data = run.to_json()
+        if tables:
+            data["tables"] = {p.stem: dict(zip(("columns", "rows"), read_table(p))) for p in _table_files(run)}
+        _print_json(data)
+        return
+    header = Text.assemble((run.id, "bold"), "  ", status_text(run.status), f"  {run.experiment} / {run.recipe}")
+    console.print(header)
+    if run.description:
+        console.print(f"[dim]{run.description}[/]")
+    if run.error:
+        console.print(f"[red]error: {run.error}[/]")
+    console.print(f"created {when(run.created_at)}  started {when(run.started_at)}  ended {when(run.ended_at)}  "
+                  f"({duration(run.duration)})  device {run.device or '-'}")
+    console.print(_key_values("params", run.params, highlight=set(run.varying)))
+    if run.summary:
+        console.print(_key_values("summary", run.summary))
+    if run.metrics:
+        console.print(_metrics_table(run.metrics, steps))
+    if tables:
+        for path in _table_files(run):
+            columns, rows = read_table(path)
+            console.print(_rows_table(path.stem, columns, rows))
+    console.print(f"[dim]folder {run.run_dir}\nlog    {run.path / runfiles.LOG}[/]")
+
+
+def _one(store: Store, ref: str) -> Run:
+    runs = store.resolve_one(ref)
+    if len(runs) != 1:
+        raise UsageError(f"{ref!r} names {len(runs)} runs ({', '.join(r.id for r in runs[:6])}"
+                         f"{', ...' if len(runs) > 6 else ''}); give one run id")
+    return runs[0]
+
+
+def _table_files(run: Run) -> list[Path]:
+    folder = run.path / runfiles.TABLES
+    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+
+
+def _key_values(title: str, values: dict, highlight: set[str] = frozenset()) -> Table:
+    table = Table(title=title, title_justify="left", title_style="bold", box=None, show_header=False,
+                  pad_edge=False)
+    table.add_column(style="dim", no_wrap=True)
+    table.add_column(overflow="fold")
+    for key, value in values.items():
+        style = "bold yellow" if key in highlight else ""
+        table.add_row(key, Text(number(value), style=style))
+    return table
+
+
+def _metrics_table(metrics: dict[str, list[list[float]]], rows: int) -> Table:
+    keys = list(metrics)
+    by_step: dict[int, dict[str, float]] = {}
+    for key, points in metrics.items():
+        for step, value in points:
+            by_step.setdefault(int(step), {})[key] = value
+    steps = sorted(by_step)
+    shown = steps[-rows:] if rows else steps
+    title = "metrics" + (f" (last {len(shown)} of {len(steps)} steps)" if len(shown) < len(steps) else "")
+    table = Table(title=title, title_justify="left", title_style="bold", box=None, header_style="bold",
+                  pad_edge=False)
+    table.add_column("step", justify="right")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for step in shown:
+        table.add_row(str(step), *(number(by_step[step].get(k)) for k in keys))
+    return table
+
+
+def _rows_table(title: str, columns: list[str], rows: list[dict], limit: int = 60) -> Table:
+    table = Table(title=title, title_justify="left", title_style="bold", box=None, header_style="bold",
+                  pad_edge=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows[:limit]:
+        table.add_row(*(number(row.get(c)) for c in columns))
+    if len(rows) > limit:
+        table.caption = f"{limit} of {len(rows)} rows (all in the .csv beside it)"
+    return table
+
+
+@app.command()
+def logs(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id or unique prefix.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until the run ends "
+                      "(Ctrl-C to leave).")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="Lines from the end to start with "
+                     "(0: the whole log).")] = 50,
+) -> None:
+    """Print a run's log (its worker's output and traceback, if any)."""
+    with open_store(project().db_path) as store:
+        run = _one(store, run_ref)
+        path = run.path / runfiles.LOG
+        offset = _print_tail(path, lines)
+        if not follow:
+            return
+        try:
+            while True:
+                offset = _print_new(path, offset)
+                scheduler.reap(store, [run])
+                store.ingest_run(run)
+                current = store.get(run.id)
+                if current is None or current.status in FINAL_STATUSES:
+                    _print_new(path, offset)
+                    return
+                time.sleep(0.25)
+        except KeyboardInterrupt:
+            return
+
+
+def _print_tail(path: Path, lines: int) -> int:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0
+    text = data.decode(errors="replace")
+    chunks = text.splitlines(keepends=True)
+    sys.stdout.write("".join(chunks[-lines:] if lines else chunks))
+    sys.stdout.flush()
+    return len(data)
+
+
+def _print_new(path: Path, offset: int) -> int:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except FileNotFoundError:
+        return offset
+    if data:
+        sys.stdout.write(data.decode(errors="replace"))
+        sys.stdout.flush()
+    return offset + len(data)
+
+
+@app.command()
+def compare(
+    refs: Annotated[list[str], typer.Argument(help="Two or more run ids, prefixes or experiment names "
+                    "(an experiment name means all its runs).")],
+    metric: Annotated[Optional[str], typer.Option("--metric", "-m", help="Metric to draw per epoch "
+                      "(default: the recipe's ranking metric).")] = None,
+    no_group: Annotated[bool, typer.Option("--no-group", help="Show every run on its own instead of "
+                        "grouping runs that differ only in their seed.")] = False,
+    sort: Annotated[Optional[str], typer.Option("--sort", help="Order rows by this summary key "
+                    "(best first).")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Compare runs side by side: config differences, metrics (mean ± 95% CI over seeds), curves."""
+    with open_store(project().db_path) as store:
+        _refresh(store)
+        runs = store.resolve(refs)
+        if len(runs) < 2:
+            raise UsageError(f"compare needs at least two runs; {', '.join(refs)} name{'s' * (len(refs) == 1)} "
+                             f"{len(runs)}")
+        metric = metric or runs[0].metric or "top1"
+        curves = {r.id: store.metrics(r, [metric]).get(metric, []) for r in runs}
+    if json_output:
+        data = analysis.compare_data(runs)
+        data["curves"] = {metric: curves}
+        _print_json(data)
+        return
+    groups = [analysis.Group([r]) for r in runs] if no_group else analysis.group_by_seed(runs)
+    if sort:
+        goal = analysis.direction(sort, runs) or "max"
+        groups.sort(key=lambda g: (s.mean if (s := g.stat(sort)) else float("-inf")) * (1 if goal == "min" else -1))
+    for table in compare_tables(groups, runs, console.width):
+        console.print(table)
+    chart = _curves(groups, curves, metric)
+    if chart is not None:
+        console.print(chart)
+
+
+def compare_tables(groups: list[analysis.Group], runs: list[Run], width: int) -> list[Table | Text]:
+    """Config differences and metrics: runs as columns when they fit, else runs as rows."""
+    params = [g.params for g in groups]
+    differing = analysis.differing_keys(params)
+    same = [k for k in dict.fromkeys(k for p in params for k in p) if k not in differing]
+    keys = analysis.numeric_summary_keys(runs)
+    stats = {key: [g.stat(key) for g in groups] for key in keys}
+    best = {key: analysis.best_index([s.mean if s else None for s in stats[key]], analysis.direction(key, runs))
+            for key in keys}
+
+    def cell(key: str, i: int) -> Text:
+        text = stat(stats[key][i])
+        return Text(f"*{text}", style="bold green") if best[key] == i else Text(text)
+
+    folded_text = f"{len(same)} identical keys: " + ", ".join(f"{k}={number(params[0].get(k))}" for k in same)
+    folded = Text(folded_text if len(folded_text) < width else folded_text[:width - 2] + "…", style="dim")
+    grouped = any(len(g.runs) > 1 for g in groups)
+    title = "metrics" + (" (mean ±95% CI over seeds)" if grouped else "") + " * best"
+    label_width = max(len(g.label) for g in groups)
+    if 20 + len(groups) * max(14, label_width + 2) <= width:
+        config = _table("config differences")
+        metrics = _table(title)
+        for table, first in ((config, "param"), (metrics, "metric")):
+            table.add_column(first, style="dim")
+            for group in groups:
+                table.add_column(group.label + (f" (n={len(group.runs)})" if len(group.runs) > 1 else ""),
+                                 justify="right")
+        for key in differing:
+            config.add_row(key, *(number(p.get(key)) for p in params))
+        for key in keys:
+            metrics.add_row(key, *(cell(key, i) for i in range(len(groups))))
+        return [config, folded, metrics]
+    table = _table(title)
+    table.add_column("run", no_wrap=True)
+    table.add_column("n", justify="right")
+    for key in differing:
+        table.add_column(key)
+    room = max(1, (width - label_width - 4 - 8 * len(differing)) // 16)
+    for key in keys[:room]:
+        table.add_column(key, justify="right")
+    for i, group in enumerate(groups):
+        table.add_row(group.label, str(len(group.runs)), *(number(params[i].get(k)) for k in differing),
+                      *(cell(key, i) for key in keys[:room]))
+    if len(keys) > room:
+        table.caption = f"{len(keys) - room} more metrics: --json, or a wider terminal"
+    return [table, folded]
+
+
+def _table(title: str) -> Table:
+    return Table(title=title, title_justify="left", title_style="bold", box=None, header_style="bold",
+                 pad_edge=False)
+
+
+def _curves(groups: list[analysis.Group], curves: dict[str, list[list[float]]], metric: str) -> Text | None:
+    import plotext as plt
+
+    lines = []
+    for group in groups:
+        series = [dict((int(s), v) for s, v in curves.get(r.id, []) if v is not None) for r in group.runs]
+        steps = sorted(set().union(*series))
+        if not steps:
+            continue
+        means = [sum(s[k] for s in series if k in s) / sum(1 for s in series if k in s) for k in steps]
+        lines.append((group.label, steps, means))
+    if not lines or all(len(steps) < 2 for _, steps, _ in lines):
+        return None
+    plt.clf()
+    plt.plotsize(min(console.width, 100), 16)
+    plt.theme("clear")
+    for label, steps, means in lines[:12]:
+        plt.plot(steps, means, label=label)
+    plt.title(f"{metric} per epoch" + (" (mean over seeds)" if any(len(g.runs) > 1 for g in groups) else ""))
+    plt.xlabel("epoch")
+    return Text.from_ansi(plt.build())
+
+
+@app.command()
+def export(
+    refs: Annotated[Optional[list[str]], typer.Argument(help="Runs to export (default: all).")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-F", help="csv, md (Markdown) or json.")] = "csv",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of "
+                      "stdout.")] = None,
+) -> None:
+    """Write the runs table (id, status, params, summary) for papers and spreadsheets."""
+    if fmt not in ("csv", "md", "json"):
+        raise UsageError(f"--format {fmt!r}: expected csv, md or json")
+    with open_store(project().db_path) as store:
+        _refresh(store)
+        runs = store.resolve(refs) if refs else store.runs()
+    rows = [{"id": r.id, "experiment": r.experiment, "recipe": r.recipe, "status": r.status,
+             **{f"params.{k}": v for k, v in r.params.items()}, **{f"summary.{k}": v for k, v in r.summary.items()},
+             "duration_s": r.duration} for r in runs]
+    if fmt == "json":
+        text = orjson.dumps([r.to_json() for r in runs], option=orjson.OPT_INDENT_2).decode() + "\n"
+    else:
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        if fmt == "csv":
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+            text = buffer.getvalue()
+        else:
+            lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            lines += ["| " + " | ".join(_cell(row.get(c)).replace("|", "\\|") for c in columns) + " |"
+                      for row in rows]
+            text = "\n".join(lines) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        console.print(f"wrote {len(runs)} runs to {output}")
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, dict)):
+        return orjson.dumps(value).decode()
+    return str(value)

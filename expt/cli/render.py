@@ -1,0 +1,98 @@
+"""Formatting shared by the CLI commands: statuses, durations, numbers, run tables."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Sequence
+
+from rich.table import Table
+from rich.text import Text
+
+from expt.analysis import Stat
+from expt.store import Run
+
+STATUS_STYLES = {
+    "queued": "dim", "starting": "cyan", "running": "bold cyan", "completed": "green",
+    "failed": "bold red", "stopped": "yellow", "crashed": "bold magenta",
+}
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLES.get(status, ""))
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return ""
+    fmt = "%H:%M:%S" if time.time() - timestamp < 86400 else "%Y-%m-%d %H:%M"
+    return time.strftime(fmt, time.localtime(timestamp))
+
+
+def number(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        if value.is_integer() and abs(value) < 1e15:
+            return number(int(value))
+        if value == 0 or 1e-3 <= abs(value) < 1e5:
+            return f"{value:.4g}" if abs(value) < 1 else f"{value:.2f}".rstrip("0").rstrip(".") \
+                if abs(value) < 100 else f"{value:.1f}"
+        return f"{value:.3g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(number(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={number(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def stat(value: Stat | None) -> str:
+    if value is None:
+        return ""
+    if value.n == 1:
+        return number(value.mean)
+    return f"{number(value.mean)} ±{number(value.ci95)}"
+
+
+def params_text(params: dict[str, Any], keys: Sequence[str]) -> str:
+    return " ".join(f"{k}={number(params.get(k))}" for k in keys if k in params)
+
+
+def progress(run: Run) -> str:
+    if run.epochs and run.epoch is not None and run.status in ("running", "starting"):
+        phase = f" {run.phase}" if run.phase else ""
+        return f"{run.epoch}/{run.epochs}{phase}"
+    return ""
+
+
+def runs_table(runs: Sequence[Run], differing: Sequence[str], title: str | None = None) -> Table:
+    table = Table(title=title, header_style="bold", pad_edge=False, box=None)
+    table.add_column("id", style="bold", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("params" if differing else "experiment", overflow="fold")
+    table.add_column("best", justify="right", no_wrap=True)
+    table.add_column("epoch", justify="right", no_wrap=True)
+    table.add_column("time", justify="right", no_wrap=True)
+    table.add_column("created", no_wrap=True, style="dim")
+    for run in runs:
+        best = run.best
+        best_text = f"{number(best)}" if best is not None else ""
+        table.add_row(run.id, status_text(run.status),
+                      params_text(run.params, differing) if differing else run.experiment,
+                      best_text, progress(run), duration(run.duration), when(run.created_at))
+    return table

@@ -1,0 +1,250 @@
+"""Commands that start and stop runs: run, resume, rerun, stop, ps."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from expt.cli import app, console, err_console, project
+from expt.cli.render import duration, number, params_text, status_text
+from expt.config import load_config
+from expt.core import launcher, scheduler
+from expt.core.runfiles import FINAL_STATUSES
+from expt.store import Run, Store, open_store
+
+JobsOption = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Runs at a time on CPU "
+                       "(default 1, or [launcher] jobs); with GPUs, one run per GPU.")]
+GpusOption = Annotated[Optional[str], typer.Option("--gpus", help="GPU indices to use, e.g. 0,1,3 (default: "
+                       "CUDA_VISIBLE_DEVICES, or every GPU nvidia-smi lists).")]
+DetachOption = Annotated[bool, typer.Option("--detach", "-d", help="Queue the runs, start a background "
+                         "scheduler and return at once; follow with `expt ps`, `expt ls` or `expt tui`.")]
+
+
+class _HangUp(Exception):
+    pass
+
+
+def _on_hangup(*_: object) -> None:
+    raise _HangUp()
+
+
+@app.command()
+def run(
+    name: Annotated[str, typer.Argument(help="Experiment name in experiments.toml.")],
+    jobs: JobsOption = None,
+    gpus: GpusOption = None,
+    detach: DetachOption = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs the sweep expands to; run nothing.")]
+    = False,
+) -> None:
+    """Run every point of an experiment's sweep, with live progress; Ctrl-C stops them cleanly.
+
+    Each run is its own worker process (`python -m expt.core.worker runs/ID`) in its own session,
+    logging to runs/ID/; finished runs print the seed's line "Best metric: X (epoch N)".
+    """
+    proj = project(need_config=True)
+    config = load_config(proj.config_path)
+    the_plan = launcher.plan(config, name)
+    if dry_run:
+        _print_plan(the_plan)
+        return
+    settings = scheduler.pool_settings(config.launcher, gpus=gpus, jobs=jobs)
+    with open_store(proj.db_path) as store:
+        runs = launcher.enqueue(store, proj, the_plan)
+        settings.save(proj)
+        for varying, reason in the_plan.expansion.skipped:
+            console.print(f"[dim]skipped {launcher.describe_point(varying)}: {reason}[/]")
+        where = ", ".join(s.name for s in settings.slots()) if settings.backend == "local" else "slurm"
+        console.print(f"[bold]{name}[/]: {len(runs)} run{'s' * (len(runs) != 1)} queued "
+                      f"({runs[0].id} .. {runs[-1].id}) on {where}")
+        if detach:
+            started = scheduler.ensure_scheduler(proj, store)
+            console.print("a background scheduler is running them" + ("" if started else " (already running)") +
+                          "; follow with `expt ps` or `expt tui`")
+            return
+        _follow(store, proj, [r.id for r in runs])
+
+
+def _print_plan(the_plan: launcher.Plan) -> None:
+    table = Table(title=f"{the_plan.experiment.name}: {the_plan.size} runs", box=None, header_style="bold")
+    keys = list(dict.fromkeys(k for p in the_plan.expansion.points for k in p.varying))
+    table.add_column("#", justify="right")
+    for key in keys:
+        table.add_column(key)
+    for i, point in enumerate(the_plan.expansion.points, start=1):
+        table.add_row(str(i), *(number(point.varying.get(k)) for k in keys))
+    console.print(table)
+    for varying, reason in the_plan.expansion.skipped:
+        console.print(f"[dim]skipped {launcher.describe_point(varying)}: {reason}[/]")
+
+
+def _follow(store: Store, proj, run_ids: list[str]) -> None:
+    sched = scheduler.Scheduler(proj)
+    previous = signal.signal(signal.SIGHUP, _on_hangup)
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24),
+                        TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console, transient=True)
+    tasks: dict[str, int] = {}
+    finished: set[str] = set()
+    overall = progress.add_task(f"[bold]{len(run_ids)} runs[/]", total=len(run_ids), detail="")
+    stopping = False
+    final: list[Run] = []
+    try:
+        with progress:
+            runs_iter = launcher.watch(store, sched, run_ids)
+            while True:
+                try:
+                    runs = next(runs_iter)
+                    final = runs
+                    _render(progress, tasks, finished, runs, overall)
+                except StopIteration:
+                    break
+                except KeyboardInterrupt:
+                    if stopping:
+                        raise
+                    stopping = True
+                    active = [r for r in (store.get(i) for i in run_ids) if r and r.status not in FINAL_STATUSES]
+                    for note in scheduler.stop(store, active):
+                        progress.console.print(f"[yellow]{note}[/]")
+                    progress.console.print("[yellow]stopping; Ctrl-C again to leave without waiting[/]")
+                    runs_iter = launcher.watch(store, sched, run_ids)
+    except KeyboardInterrupt:
+        err_console.print("left the runs to stop on their own; see `expt ps`")
+        raise typer.Exit(130)
+    except _HangUp:
+        sched.release()
+        scheduler.ensure_scheduler(proj, store)
+        raise typer.Exit(129)
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+        sched.release()
+    scheduler.ensure_scheduler(proj, store)
+    _print_results(final)
+    if stopping:
+        raise typer.Exit(130)
+    if any(r.status != "completed" for r in final):
+        raise typer.Exit(1)
+
+
+def _render(progress: Progress, tasks: dict[str, int], finished: set[str], runs: list[Run], overall: int) -> None:
+    differing = _varying_keys(runs)
+    for run in runs:
+        label = f"[bold]{run.id}[/] {params_text(run.params, differing)}".rstrip()
+        if run.status in FINAL_STATUSES:
+            if run.id not in finished:
+                finished.add(run.id)
+                if run.id in tasks:
+                    progress.remove_task(tasks.pop(run.id))
+                line = launcher.summary_line(run)
+                progress.console.print(f"{_mark(run.status)} {label}  ", status_text(run.status),
+                                       f"  {line}  [dim]{duration(run.duration)}[/]")
+            continue
+        if run.status == "queued":
+            continue
+        if run.id not in tasks:
+            tasks[run.id] = progress.add_task(label, total=run.epochs or 1, detail="")
+        best = f"best {number(run.best)}" if run.best is not None else ""
+        epoch = f"epoch {run.epoch}/{run.epochs}" if run.epochs else run.status
+        progress.update(tasks[run.id], completed=run.epoch or 0, total=run.epochs or 1,
+                        detail=f"{epoch} {run.device or ''} {best}")
+    progress.update(overall, completed=len(finished))
+
+
+def _mark(status: str) -> str:
+    return {"completed": "[green]✓[/]", "stopped": "[yellow]■[/]"}.get(status, "[red]✗[/]")
+
+
+def _varying_keys(runs: list[Run]) -> list[str]:
+    return list(dict.fromkeys(k for r in runs for k in r.varying))
+
+
+def _print_results(runs: list[Run]) -> None:
+    if not runs:
+        return
+    differing = _varying_keys(runs)
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("id", "params", "status", "result", "time"):
+        table.add_column(column, overflow="fold")
+    for run in runs:
+        table.add_row(run.id, params_text(run.params, differing), status_text(run.status),
+                      launcher.summary_line(run), duration(run.duration))
+    console.print(table)
+
+
+@app.command()
+def resume(runs: Annotated[list[str], typer.Argument(help="Run ids, prefixes or experiment names.")],
+           jobs: JobsOption = None, gpus: GpusOption = None, detach: DetachOption = False) -> None:
+    """Continue stopped, crashed or failed runs from their last checkpoint, in the same run ids."""
+    proj = project()
+    with open_store(proj.db_path) as store:
+        resumed = launcher.resume(store, store.resolve(runs))
+        _settings_for(proj, gpus, jobs).save(proj)
+        console.print(f"resuming {', '.join(r.id for r in resumed)}")
+        if detach:
+            scheduler.ensure_scheduler(proj, store)
+            return
+        _follow(store, proj, [r.id for r in resumed])
+
+
+@app.command()
+def rerun(runs: Annotated[list[str], typer.Argument(help="Run ids, prefixes or experiment names.")],
+          jobs: JobsOption = None, gpus: GpusOption = None, detach: DetachOption = False) -> None:
+    """Start fresh runs with the same configuration as the given runs (new ids)."""
+    proj = project()
+    with open_store(proj.db_path) as store:
+        fresh = [launcher.rerun(store, proj, r) for r in store.resolve(runs)]
+        _settings_for(proj, gpus, jobs).save(proj)
+        console.print(f"queued {', '.join(r.id for r in fresh)}")
+        if detach:
+            scheduler.ensure_scheduler(proj, store)
+            return
+        _follow(store, proj, [r.id for r in fresh])
+
+
+def _settings_for(proj, gpus: str | None, jobs: int | None) -> scheduler.PoolSettings:
+    launcher_table = load_config(proj.config_path).launcher if proj.config_path.is_file() else {}
+    return scheduler.pool_settings(launcher_table, gpus=gpus, jobs=jobs)
+
+
+@app.command()
+def stop(runs: Annotated[list[str], typer.Argument(help="Run ids, prefixes or experiment names.")]) -> None:
+    """Stop runs: queued ones are cancelled, running ones checkpoint and end 'stopped'."""
+    proj = project()
+    with open_store(proj.db_path) as store:
+        store.ingest()
+        targets = [r for r in store.resolve(runs) if r.status not in FINAL_STATUSES]
+        if not targets:
+            console.print("nothing to stop: those runs have ended")
+            return
+        for note in scheduler.stop(store, targets):
+            console.print(note)
+
+
+@app.command()
+def ps(json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """What is queued and running, where, and who schedules it."""
+    proj = project()
+    with open_store(proj.db_path) as store:
+        scheduler.reap(store)
+        store.ingest()
+        active = store.runs("status IN ('queued', 'starting', 'running')")
+        owner = scheduler.has_owner(proj)
+        if json_output:
+            import orjson
+
+            typer.echo(orjson.dumps({"scheduler": owner, "runs": [r.to_json() for r in active]}).decode())
+            return
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for column in ("id", "status", "device", "pid", "epoch", "time", "host"):
+            table.add_column(column)
+        now = time.time()
+        for r in active:
+            table.add_row(r.id, status_text(r.status), r.device or "", str(r.pid or ""),
+                          f"{r.epoch}/{r.epochs}" if r.epochs else "",
+                          duration(now - r.started_at) if r.started_at else "", r.host or "")
+        console.print(table if active else "nothing queued or running")
+        console.print(f"[dim]scheduler: {'running' if owner else 'not running'}[/]")

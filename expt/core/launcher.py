@@ -1,0 +1,105 @@
+"""From an experiment to queued runs, and watching them to the end: what ``expt run`` and the TUI share."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from expt.config import Config, Expansion, Experiment
+from expt.core import runfiles
+from expt.core.recipes import get_recipe
+from expt.core.runfiles import FINAL_STATUSES
+from expt.core.scheduler import Scheduler
+from expt.errors import ConfigError, UsageError
+from expt.project import Project
+from expt.store import Run, Store
+
+
+@dataclass
+class Plan:
+    """What launching an experiment will do, checked before anything is written."""
+
+    experiment: Experiment
+    expansion: Expansion
+
+    @property
+    def size(self) -> int:
+        return len(self.expansion.points)
+
+
+def plan(config: Config, name: str) -> Plan:
+    """Expand ``name`` and run each recipe's preflight (data on disk ...); raise with every problem."""
+    experiment = config.experiment(name)
+    expansion = experiment.expand()
+    if not expansion.points:
+        raise UsageError(f"experiment {name!r}: every point of its sweep was skipped "
+                         f"({expansion.skipped[0][1] if expansion.skipped else 'empty sweep'})")
+    recipe = get_recipe(experiment.recipe)
+    problems: list[str] = []
+    if recipe.preflight:
+        for point in expansion.points:
+            for message in recipe.preflight(point.params):
+                line = f"{name}: {message}"
+                if line not in problems:
+                    problems.append(line)
+    if problems:
+        raise ConfigError(problems)
+    return Plan(experiment, expansion)
+
+
+def enqueue(store: Store, project: Project, plan: Plan) -> list[Run]:
+    """Record every point as a queued run with its folder and config.toml."""
+    experiment = plan.experiment
+    recipe = get_recipe(experiment.recipe)
+    return [store.create_run(project.runs_dir, experiment=experiment.name, recipe=experiment.recipe,
+                             params=point.params, varying=point.varying, description=experiment.description,
+                             metric=recipe.metric, goal=recipe.goal)
+            for point in plan.expansion.points]
+
+
+def rerun(store: Store, project: Project, run: Run) -> Run:
+    """A fresh run with the same experiment, recipe and params."""
+    return store.create_run(project.runs_dir, experiment=run.experiment, recipe=run.recipe, params=run.params,
+                            varying=run.varying, description=run.description, metric=run.metric, goal=run.goal)
+
+
+def resume(store: Store, runs: list[Run]) -> list[Run]:
+    """Queue stopped, crashed or failed runs again; their workers continue from the last checkpoint."""
+    resumed = []
+    for run in runs:
+        if run.origin != "expt":
+            raise UsageError(f"{run.id} was imported ({run.origin}); there is nothing to resume")
+        if run.status not in ("stopped", "crashed", "failed"):
+            raise UsageError(f"{run.id} is {run.status}; only stopped, crashed or failed runs can be resumed")
+        if store.update_run(run, when=FINAL_STATUSES, status="queued", ended_at=None, error=None,
+                            stop_requested=0, pid=None):
+            runfiles.append_event(run.path, "status", status="queued", note="resume")
+            resumed.append(run)
+    return resumed
+
+
+def watch(store: Store, scheduler: Scheduler, run_ids: list[str], interval: float = 0.5
+          ) -> Iterator[list[Run]]:
+    """Schedule (when the lock is ours or free) and yield the runs' latest rows until all are final."""
+    while True:
+        scheduler.acquire()
+        scheduler.tick(store)
+        runs = [r for r in (store.get(i) for i in run_ids) if r is not None]
+        yield runs
+        if all(r.status in FINAL_STATUSES for r in runs):
+            return
+        time.sleep(interval)
+
+
+def summary_line(run: Run) -> str:
+    """The seed's closing line: ``Best metric: X (epoch N)``."""
+    best = run.best
+    if best is None:
+        return run.error or ""
+    epoch = run.summary.get("best_epoch")
+    return f"Best metric: {best} (epoch {epoch})" if epoch is not None else f"Best metric: {best}"
+
+
+def describe_point(varying: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in varying.items())

@@ -1,0 +1,77 @@
+"""The run folder: the durable record of a run, from which runs.db can always be rebuilt.
+
+    runs/<id>/config.toml    what was asked: experiment, recipe, resolved params
+    runs/<id>/metrics.jsonl  what happened: metric lines and events, append-only
+    runs/<id>/log.txt        the worker's stdout and stderr
+    runs/<id>/heartbeat      touched every few seconds while the worker lives
+    runs/<id>/checkpoint.pt  the latest training state (for stop and resume)
+
+A metric line is ``{"step": N, "t": T, "<name>": value, ...}``; an event line has an
+``"event"`` key (status, summary, params, progress). Lines are appended whole with
+O_APPEND, so several writers (the worker, the scheduler, the reaper) can share a file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from expt import tomlw
+
+CONFIG = "config.toml"
+METRICS = "metrics.jsonl"
+LOG = "log.txt"
+HEARTBEAT = "heartbeat"
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+TABLES = "tables"
+
+FINAL_STATUSES = ("completed", "failed", "stopped", "crashed")
+ACTIVE_STATUSES = ("queued", "starting", "running")
+
+
+def write_config(run_dir: Path, meta: dict[str, Any], params: dict[str, Any], varying: dict[str, Any]) -> None:
+    header = f"expt run {meta['id']} (experiment {meta['experiment']}, recipe {meta['recipe']})"
+    text = tomlw.dumps({**meta, "params": params, "varying": varying}, header=header)
+    tmp = run_dir / f".{CONFIG}.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, run_dir / CONFIG)
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    with open(run_dir / CONFIG, "rb") as handle:
+        return tomllib.load(handle)
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    return orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+
+
+def append_event(run_dir: Path, event: str, **fields: Any) -> None:
+    """Append one event line from outside the worker (scheduler, reaper, CLI).
+
+    A line left unfinished by a dead writer is closed first, so it is skipped as
+    one bad line rather than glued to this event.
+    """
+    line = encode({"event": event, "t": time.time(), **fields})
+    fd = os.open(run_dir / METRICS, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def heartbeat_age(run_dir: Path, now: float | None = None) -> float | None:
+    """Seconds since the worker last touched its heartbeat, or None if it never did."""
+    try:
+        return (now or time.time()) - os.stat(run_dir / HEARTBEAT).st_mtime
+    except OSError:
+        return None

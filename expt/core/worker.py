@@ -1,0 +1,85 @@
+"""``python -m expt.core.worker RUN_DIR``: one run, one process.
+
+Reads runs/<id>/config.toml, calls the recipe with a Tracker, and records the
+final status. SIGTERM asks the recipe to stop at its next step: it checkpoints
+and the run ends ``stopped``. An exception ends it ``failed`` with the traceback
+in log.txt and its last line in the run's ``error``. If a checkpoint is present
+the recipe resumes from it (``expt resume``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import traceback
+from pathlib import Path
+
+from expt.core import runfiles
+from expt.core.tracking import StopRequested, Tracker
+from expt.errors import ExptError
+
+EXIT_FAILED = 1
+EXIT_STOPPED = 3
+
+
+def run(run_dir: Path) -> int:
+    tracker = Tracker(run_dir)
+    signal.signal(signal.SIGTERM, tracker.request_stop)
+    signal.signal(signal.SIGINT, tracker.request_stop)
+    try:
+        tracker.start_heartbeat()
+        config = runfiles.read_config(run_dir)
+        tracker.log_status("running", pid=os.getpid(), host=socket.gethostname(), device=_assigned_device())
+        tracker.log(f"expt worker {config['id']}: recipe {config['recipe']}, pid {os.getpid()}")
+        from expt.core.recipes import get_recipe
+
+        recipe = get_recipe(config["recipe"])
+        recipe.run(dict(config["params"]), tracker)
+    except StopRequested:
+        tracker.log("stopped on request; the checkpoint is saved: `expt resume` continues the run")
+        tracker.log_status("stopped")
+        return EXIT_STOPPED
+    except ExptError as error:
+        tracker.log(f"error: {error}")
+        tracker.log_status("failed", error=str(error).splitlines()[0])
+        return EXIT_FAILED
+    except BaseException as error:  # the run must end with a recorded status whatever happened
+        traceback.print_exc()
+        sys.stderr.flush()
+        last = traceback.format_exception_only(type(error), error)[-1].strip()
+        try:
+            tracker.log_status("failed", error=last[:500])
+        except OSError:
+            pass  # disk full: the reaper marks the run crashed
+        return EXIT_FAILED
+    else:
+        tracker.log_status("completed")
+        return 0
+    finally:
+        try:
+            tracker.close()
+        except OSError as error:
+            print(f"expt worker: could not flush metrics: {error}", file=sys.stderr)
+
+
+def _assigned_device() -> str:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return f"cuda:{visible}" if visible not in (None, "", "-1") else "cpu"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m expt.core.worker RUN_DIR", file=sys.stderr)
+        raise SystemExit(2)
+    run_dir = Path(args[0])
+    if not (run_dir / runfiles.CONFIG).is_file():
+        print(f"expt worker: {run_dir / runfiles.CONFIG}: no such file", file=sys.stderr)
+        raise SystemExit(2)
+    raise SystemExit(run(run_dir))
+
+
+if __name__ == "__main__":
+    main()
