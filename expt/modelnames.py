@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 import os
+import subprocess
+import sys
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -25,9 +27,7 @@ def timm_models() -> frozenset[str]:
         return frozenset(path.read_text().split())
     except OSError:
         pass
-    import timm
-
-    names = sorted(timm.list_models())
+    names = _list_in_subprocess()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -36,6 +36,15 @@ def timm_models() -> frozenset[str]:
     except OSError:
         pass
     return frozenset(names)
+
+
+def _list_in_subprocess() -> list[str]:
+    """timm's model names, listed by a child process so this one never imports torch."""
+    code = "import timm, sys; sys.stdout.write('\\n'.join(sorted(timm.list_models())))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        raise RuntimeError(f"could not list timm's models: {result.stderr.strip()[-300:]}")
+    return result.stdout.split()
 
 
 def check_timm_model(name: object) -> str | None:
