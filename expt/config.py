@@ -30,6 +30,8 @@ LAUNCHER = params(
     Param("jobs", int, 0, "runs at a time without GPUs (0: 1)", min=0, max=256),
     Param("gpus", str, "", "GPU indices to use, e.g. '0,1,3' (default: CUDA_VISIBLE_DEVICES or all)"),
     Param("runs_per_gpu", int, 1, "runs sharing one GPU", min=1, max=64),
+    Param("cluster", str, "slurm", "with backend = 'slurm': 'slurm', or 'local' for submitit's local executor "
+          "(jobs as local processes, to try a set-up without a cluster)", choices=("slurm", "local")),
     Param("partition", str, "", "Slurm partition"),
     Param("account", str, "", "Slurm account"),
     Param("time", int, 240, "Slurm time limit in minutes", min=1),

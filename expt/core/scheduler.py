@@ -102,7 +102,7 @@ def pool_settings(launcher: dict[str, Any], *, gpus: str | None = None, jobs: in
     """Resolve the pool from command-line options, then [launcher] in experiments.toml, then the machine."""
     chosen = gpus if gpus is not None else launcher.get("gpus", "")
     gpu_list = [g.strip() for g in chosen.split(",") if g.strip()] if chosen else detect_gpus()
-    slurm_keys = ("partition", "account", "time", "gpus_per_task", "cpus_per_task", "mem_gb", "sbatch")
+    slurm_keys = ("cluster", "partition", "account", "time", "gpus_per_task", "cpus_per_task", "mem_gb", "sbatch")
     return PoolSettings(gpus=gpu_list, runs_per_gpu=launcher.get("runs_per_gpu", 1),
                         jobs=jobs or launcher.get("jobs", 0) or 1, backend=launcher.get("backend", "local"),
                         slurm={k: launcher[k] for k in slurm_keys if k in launcher})
@@ -170,13 +170,23 @@ def stop(store: Store, runs: list[Run]) -> list[str]:
             notes.append(slurm.cancel(run))
         elif run.host not in (None, this_host()):
             notes.append(f"{run.id}: runs on {run.host}; stop it from there")
-        elif run.pid and process_alive(run.pid):
-            try:
-                os.killpg(run.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        elif run.pid and process_alive(run.pid) and signal_worker(run.pid):
             notes.append(f"{run.id}: stopping (SIGTERM to pid {run.pid}); it checkpoints and ends 'stopped'")
+        else:
+            notes.append(f"{run.id}: stopping as soon as its worker starts")
     return notes
+
+
+def signal_worker(pid: int, sig: int = signal.SIGTERM) -> bool:
+    """Signal a worker: its whole process group when it leads one (local workers), else the process."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def reap(store: Store, runs: list[Run] | None = None, now: float | None = None) -> list[Run]:

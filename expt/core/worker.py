@@ -31,8 +31,9 @@ def run(run_dir: Path) -> int:
     try:
         tracker.start_heartbeat()
         config = runfiles.read_config(run_dir)
-        tracker.log_status("running", pid=os.getpid(), host=socket.gethostname(), device=_assigned_device())
-        tracker.log(f"expt worker {config['id']}: recipe {config['recipe']}, pid {os.getpid()}")
+        tracker.log_status("running", pid=os.getpid(), host=socket.gethostname())
+        tracker.log(f"expt worker {config['id']}: recipe {config['recipe']}, pid {os.getpid()} on "
+                    f"{socket.gethostname()}, {_assigned_device()}")
         from expt.core.recipes import get_recipe
 
         recipe = get_recipe(config["recipe"])
@@ -62,6 +63,11 @@ def run(run_dir: Path) -> int:
             tracker.close()
         except OSError as error:
             print(f"expt worker: could not flush metrics: {error}", file=sys.stderr)
+
+
+def run_job(run_dir: str) -> int:
+    """The entry point submitit pickles for a Slurm job (the same worker, by reference)."""
+    return run(Path(run_dir))
 
 
 def _assigned_device() -> str:
