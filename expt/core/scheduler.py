@@ -215,12 +215,25 @@ def reap(store: Store, runs: list[Run] | None = None, now: float | None = None) 
         if fresh is None or fresh.status not in ("starting", "running"):
             continue
         status = "stopped" if fresh.stop_requested else "crashed"
-        runfiles.append_event(run.path, "status", status=status,
-                              error=None if status == "stopped" else "the worker process died without a final status "
-                                                                     "(killed, out of memory, or the machine restarted)")
-        store.ingest_run(fresh)
+        error = None if status == "stopped" else crash_reason(run.path)
+        try:
+            runfiles.append_event(run.path, "status", status=status, error=error)
+            store.ingest_run(fresh)
+        except OSError:  # the run's disk is full: record it in runs.db alone
+            store.update_run(fresh, status=status, error=error, ended_at=now)
         dead.append(fresh)
     return dead
+
+
+def crash_reason(run_dir: Path) -> str:
+    reason = "the worker process died without a final status (killed, out of memory, or the machine restarted)"
+    try:
+        stats = os.statvfs(run_dir)
+        if stats.f_bavail * stats.f_frsize < 1 << 20:
+            reason = "the worker process died without a final status: the disk holding its folder is full"
+    except OSError:
+        pass
+    return reason
 
 
 # -- the scheduler --------------------------------------------------------------------------------------

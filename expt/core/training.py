@@ -9,6 +9,7 @@ per-epoch metric lines, the best value and its epoch.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import time
@@ -124,9 +125,16 @@ class Checkpoint:
         return torch.load(self.path, map_location="cpu", weights_only=False)
 
     def save(self, data: dict[str, Any]) -> None:
+        buffer = io.BytesIO()
+        torch.save(data, buffer)  # serialised first, so a full disk is a plain OSError below
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        torch.save(data, tmp)
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(buffer.getbuffer())
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk gets its space back for the run's final status
+            raise
 
 
 def fit(tracker: Tracker, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epochs: int,

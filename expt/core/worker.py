@@ -9,6 +9,7 @@ the recipe resumes from it (``expt resume``).
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -47,13 +48,15 @@ def run(run_dir: Path) -> int:
         tracker.log_status("failed", error=str(error).splitlines()[0])
         return EXIT_FAILED
     except BaseException as error:  # the run must end with a recorded status whatever happened
-        traceback.print_exc()
-        sys.stderr.flush()
-        last = traceback.format_exception_only(type(error), error)[-1].strip()
         try:
-            tracker.log_status("failed", error=last[:500])
+            traceback.print_exc()
+            sys.stderr.flush()
         except OSError:
-            pass  # disk full: the reaper marks the run crashed
+            pass
+        try:
+            tracker.log_status("failed", error=explain(error))
+        except OSError:
+            pass  # the disk is full: the reaper marks the run crashed
         return EXIT_FAILED
     else:
         tracker.log_status("completed")
@@ -63,6 +66,17 @@ def run(run_dir: Path) -> int:
             tracker.close()
         except OSError as error:
             print(f"expt worker: could not flush metrics: {error}", file=sys.stderr)
+
+
+def explain(error: BaseException) -> str:
+    """One line for a run's ``error``: the exception's last line, with advice for the usual causes."""
+    last = traceback.format_exception_only(type(error), error)[-1].strip()[:400]
+    text = str(error).lower()
+    if isinstance(error, MemoryError) or "out of memory" in text or "can't allocate memory" in text:
+        return f"out of memory (lower batch_size, eval_batch_size or img_size): {last}"
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return f"disk full while writing the run's files: {last}"
+    return last
 
 
 def run_job(run_dir: str) -> int:
