@@ -265,27 +265,28 @@ def compare_tables(groups: list[analysis.Group], runs: list[Run], width: int) ->
     best = {key: analysis.best_index([s.mean if s else None for s in stats[key]], analysis.direction(key, runs))
             for key in keys}
 
-    def cell(key: str, i: int) -> Text:
-        text = stat(stats[key][i])
+    def cell(key: str, i: int, spread: bool = False) -> Text:
+        text = stat(stats[key][i], spread)
         return Text(f"*{text}", style="bold green") if best[key] == i else Text(text)
 
+    label_width = max(len(g.label) for g in groups)
     folded_text = f"{len(same)} identical keys: " + ", ".join(f"{k}={number(params[0].get(k))}" for k in same)
     folded = Text(folded_text if len(folded_text) < width else folded_text[:width - 2] + "…", style="dim")
     grouped = any(len(g.runs) > 1 for g in groups)
     title = "metrics" + (" (mean ±95% CI over seeds)" if grouped else "") + " * best"
-    label_width = max(len(g.label) for g in groups)
-    if 20 + len(groups) * max(14, label_width + 2) <= width:
+    wide = 20 + len(groups) * max(26 if grouped else 14, label_width + 8) <= width
+    if wide:
         config = _table("config differences")
         metrics = _table(title)
         for table, first in ((config, "param"), (metrics, "metric")):
             table.add_column(first, style="dim")
             for group in groups:
-                table.add_column(group.label + (f" (n={len(group.runs)})" if len(group.runs) > 1 else ""),
+                table.add_column(group.label + (f" n={len(group.runs)}" if len(group.runs) > 1 else ""),
                                  justify="right")
         for key in differing:
             config.add_row(key, *(number(p.get(key)) for p in params))
         for key in keys:
-            metrics.add_row(key, *(cell(key, i) for i in range(len(groups))))
+            metrics.add_row(key, *(cell(key, i, spread=grouped) for i in range(len(groups))))
         return [config, folded, metrics]
     table = _table(title)
     table.add_column("run", no_wrap=True)

@@ -61,12 +61,18 @@ def number(value: Any) -> str:
     return str(value)
 
 
-def stat(value: Stat | None) -> str:
+def stat(value: Stat | None, spread: bool = False) -> str:
+    """``mean ±ci95``; with ``spread`` also ``sd`` (for seed groups; a single run is its value)."""
     if value is None:
         return ""
-    if value.n == 1:
+    if value.n == 1 or value.std == 0:
         return number(value.mean)
-    return f"{number(value.mean)} ±{number(value.ci95)}"
+    text = f"{number(value.mean)} ±{_spread(value.ci95)}"
+    return f"{text} sd {_spread(value.std)}" if spread else text
+
+
+def _spread(value: float) -> str:
+    return f"{value:.2g}" if abs(value) < 100 else f"{value:,.0f}"
 
 
 def params_text(params: dict[str, Any], keys: Sequence[str]) -> str:
