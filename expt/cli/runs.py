@@ -139,9 +139,9 @@ def _render(progress: Progress, tasks: dict[str, int], finished: set[str], runs:
                 finished.add(run.id)
                 if run.id in tasks:
                     progress.remove_task(tasks.pop(run.id))
-                line = launcher.summary_line(run)
-                progress.console.print(f"{_mark(run.status)} {label}  ", status_text(run.status),
-                                       f"  {line}  [dim]{duration(run.duration)}[/]")
+                line = launcher.summary_line(run, digits=4)
+                progress.console.print(f"{_mark(run.status)} {label}", status_text(run.status),
+                                       f"{line} [dim]{duration(run.duration)}[/]")
             continue
         if run.status == "queued":
             continue
@@ -171,7 +171,7 @@ def _print_results(runs: list[Run]) -> None:
         table.add_column(column, overflow="fold")
     for run in runs:
         table.add_row(run.id, params_text(run.params, differing), status_text(run.status),
-                      launcher.summary_line(run), duration(run.duration))
+                      launcher.summary_line(run, digits=4), duration(run.duration))
     console.print(table)
 
 

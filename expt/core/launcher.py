@@ -92,13 +92,14 @@ def watch(store: Store, scheduler: Scheduler, run_ids: list[str], interval: floa
         time.sleep(interval)
 
 
-def summary_line(run: Run) -> str:
-    """The seed's closing line: ``Best metric: X (epoch N)``."""
+def summary_line(run: Run, digits: int | None = None) -> str:
+    """The seed's closing line, ``Best metric: X (epoch N)`` (X rounded to ``digits`` if given)."""
     best = run.best
     if best is None:
         return run.error or ""
+    shown = round(best, digits) if digits is not None and isinstance(best, float) else best
     epoch = run.summary.get("best_epoch")
-    return f"Best metric: {best} (epoch {epoch})" if epoch is not None else f"Best metric: {best}"
+    return f"Best metric: {shown} (epoch {epoch})" if epoch is not None else f"Best metric: {shown}"
 
 
 def describe_point(varying: dict[str, Any]) -> str:
