@@ -231,8 +231,12 @@ class Store:
 
     def create_run(self, runs_dir: Path, *, experiment: str, recipe: str, params: dict[str, Any],
                    varying: dict[str, Any], description: str = "", metric: str | None = None,
-                   goal: str | None = None, origin: str = "expt", status: str = "queued") -> Run:
-        """Allocate ``<experiment>-<n>``, write its folder and config.toml, record it as ``status``."""
+                   goal: str | None = None, origin: str = "expt", status: str = "queued",
+                   meta: dict[str, Any] | None = None) -> Run:
+        """Allocate ``<experiment>-<n>``, write its folder and config.toml, record it as ``status``.
+
+        ``meta`` adds keys to config.toml's header (e.g. an imported run's source folder).
+        """
         runs_dir.mkdir(parents=True, exist_ok=True)
         seq = self._next_seq(runs_dir, experiment)
         while True:
@@ -243,8 +247,9 @@ class Store:
                 break
             except FileExistsError:
                 seq += 1
-        meta = {"id": run_id, "experiment": experiment, "seq": seq, "recipe": recipe, "description": description,
-                "metric": metric, "goal": goal, "origin": origin, "created_at": time.time()}
+        meta = {**(meta or {}), "id": run_id, "experiment": experiment, "seq": seq, "recipe": recipe,
+                "description": description, "metric": metric, "goal": goal, "origin": origin,
+                "created_at": time.time()}
         try:
             runfiles.write_config(run_dir, meta, params, varying)
             (run_dir / runfiles.METRICS).touch()

@@ -16,7 +16,8 @@ from rich.text import Text
 
 from expt import analysis
 from expt.cli import app, console, project
-from expt.cli.render import duration, number, params_text, runs_table, stat, status_text, when
+from expt.cli.render import (curves_chart, duration, number, params_text, runs_table, stat, status_text,
+                              when)
 from expt.core import runfiles, scheduler
 from expt.core.runfiles import FINAL_STATUSES
 from expt.core.tracking import read_table
@@ -27,7 +28,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (a stable c
 RunsArgument = Annotated[list[str], typer.Argument(help="Run ids, unique id prefixes, or experiment names.")]
 
 
-def _refresh(store: Store) -> None:
+def refresh(store: Store) -> None:
     """Bring runs.db up to date with the run folders before reading it."""
     scheduler.reap(store)
     store.ingest()
@@ -48,7 +49,7 @@ def ls(
 ) -> None:
     """List runs: id, status, the params that differ between them, best metric, progress, time."""
     with open_store(project().db_path) as store:
-        _refresh(store)
+        refresh(store)
         if refs:
             runs = store.resolve(refs)
         else:
@@ -80,8 +81,8 @@ def show(
 ) -> None:
     """One run: params, summary, per-epoch metrics, paths."""
     with open_store(project().db_path) as store:
-        _refresh(store)
-        run = _one(store, run_ref)
+        refresh(store)
+        run = one_run(store, run_ref)
         run.metrics = store.metrics(run)
     if json_output:
         data = run.to_json()
@@ -109,7 +110,7 @@ def show(
     console.print(f"[dim]folder {run.run_dir}\nlog    {run.path / runfiles.LOG}[/]")
 
 
-def _one(store: Store, ref: str) -> Run:
+def one_run(store: Store, ref: str) -> Run:
     runs = store.resolve_one(ref)
     if len(runs) != 1:
         raise UsageError(f"{ref!r} names {len(runs)} runs ({', '.join(r.id for r in runs[:6])}"
@@ -174,7 +175,7 @@ def logs(
 ) -> None:
     """Print a run's log (its worker's output and traceback, if any)."""
     with open_store(project().db_path) as store:
-        run = _one(store, run_ref)
+        run = one_run(store, run_ref)
         path = run.path / runfiles.LOG
         offset = _print_tail(path, lines)
         if not follow:
@@ -232,7 +233,7 @@ def compare(
 ) -> None:
     """Compare runs side by side: config differences, metrics (mean ± 95% CI over seeds), curves."""
     with open_store(project().db_path) as store:
-        _refresh(store)
+        refresh(store)
         runs = store.resolve(refs)
         if len(runs) < 2:
             raise UsageError(f"compare needs at least two runs; {', '.join(refs)} name{'s' * (len(refs) == 1)} "
@@ -310,26 +311,15 @@ def _table(title: str) -> Table:
 
 
 def _curves(groups: list[analysis.Group], curves: dict[str, list[list[float]]], metric: str) -> Text | None:
-    import plotext as plt
-
     lines = []
     for group in groups:
         series = [dict((int(s), v) for s, v in curves.get(r.id, []) if v is not None) for r in group.runs]
         steps = sorted(set().union(*series))
-        if not steps:
-            continue
-        means = [sum(s[k] for s in series if k in s) / sum(1 for s in series if k in s) for k in steps]
-        lines.append((group.label, steps, means))
-    if not lines or all(len(steps) < 2 for _, steps, _ in lines):
-        return None
-    plt.clf()
-    plt.plotsize(min(console.width, 100), 16)
-    plt.theme("clear")
-    for label, steps, means in lines[:12]:
-        plt.plot(steps, means, label=label)
-    plt.title(f"{metric} per epoch" + (" (mean over seeds)" if any(len(g.runs) > 1 for g in groups) else ""))
-    plt.xlabel("epoch")
-    return Text.from_ansi(plt.build())
+        if steps:
+            means = [sum(s[k] for s in series if k in s) / sum(1 for s in series if k in s) for k in steps]
+            lines.append((group.label, steps, means))
+    title = f"{metric} per epoch" + (" (mean over seeds)" if any(len(g.runs) > 1 for g in groups) else "")
+    return curves_chart(lines, title, console.width)
 
 
 @app.command()
@@ -343,7 +333,7 @@ def export(
     if fmt not in ("csv", "md", "json"):
         raise UsageError(f"--format {fmt!r}: expected csv, md or json")
     with open_store(project().db_path) as store:
-        _refresh(store)
+        refresh(store)
         runs = store.resolve(refs) if refs else store.runs()
     rows = [{"id": r.id, "experiment": r.experiment, "recipe": r.recipe, "status": r.status,
              **{f"params.{k}": v for k, v in r.params.items()}, **{f"summary.{k}": v for k, v in r.summary.items()},

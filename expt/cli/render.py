@@ -102,3 +102,23 @@ def runs_table(runs: Sequence[Run], differing: Sequence[str], title: str | None 
                       params_text(run.params, differing) if differing else run.experiment,
                       best_text, progress(run), duration(run.duration), when(run.created_at))
     return table
+
+
+Series = tuple[str, list[int], list[float]]  # label, steps, values
+
+
+def curves_chart(lines: Sequence[Series], title: str, width: int, height: int = 16, xlabel: str = "epoch"
+                 ) -> Text | None:
+    """Curves drawn in the terminal with plotext (None when no curve has two points)."""
+    if not lines or all(len(steps) < 2 for _, steps, _ in lines):
+        return None
+    import plotext as plt
+
+    plt.clf()
+    plt.plotsize(min(width, 100), height)
+    plt.theme("clear")
+    for label, steps, values in lines[:12]:
+        plt.plot(steps, values, label=label)
+    plt.title(title)
+    plt.xlabel(xlabel)
+    return Text.from_ansi(plt.build())

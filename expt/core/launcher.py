@@ -60,6 +60,8 @@ def enqueue(store: Store, project: Project, plan: Plan) -> list[Run]:
 
 def rerun(store: Store, project: Project, run: Run) -> Run:
     """A fresh run with the same experiment, recipe and params."""
+    if run.origin != "expt":
+        raise UsageError(f"{run.id} was imported ({run.origin}); expt cannot run it again")
     return store.create_run(project.runs_dir, experiment=run.experiment, recipe=run.recipe, params=run.params,
                             varying=run.varying, description=run.description, metric=run.metric, goal=run.goal)
 

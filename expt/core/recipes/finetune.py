@@ -198,14 +198,19 @@ def _nearest_centroid(p: dict[str, Any], tracker: Tracker, model: Any, train: An
     tracker.log(f"Best metric: {centroid} (epoch 0)")
 
 
-def save_samples(images: Any, tracker: Tracker, thumbnail: int = 256) -> None:
-    """Save the training selection: ``tables/samples.json`` and one PNG per image under ``samples/``."""
+def save_samples(images: Any, tracker: Tracker, thumbnail: int = 256, pictures_per_class: int = 32) -> None:
+    """Save the training selection as ``tables/samples.json`` (every image: class, source) and a PNG of
+    the first ``pictures_per_class`` images of each class under ``samples/`` (for the sample browser)."""
     rows = []
+    pictured: dict[int, int] = {}
     for i in range(len(images)):
         label = int(images.labels[i])
-        file = f"samples/{label:03d}_{i:05d}.png"
-        image = images.image(i).copy()
-        image.thumbnail((thumbnail, thumbnail))
-        image.save(tracker.path(file))
+        file = ""
+        if pictured.get(label, 0) < pictures_per_class:
+            pictured[label] = pictured.get(label, 0) + 1
+            file = f"samples/{label:03d}_{i:05d}.png"
+            image = images.image(i).copy()
+            image.thumbnail((thumbnail, thumbnail))
+            image.save(tracker.path(file))
         rows.append({"class": images.classes[label], "label": label, "source": images.names[i], "file": file})
     tracker.log_table("samples", rows)
