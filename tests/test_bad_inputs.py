@@ -85,7 +85,7 @@ def test_an_empty_data_folder_is_caught_before_queueing(tmp_path: Path):
                                                "dataset = 'imagefolder'\ndata_dir = 'empty'\n")
     (project / "empty").mkdir()
     result = expt("run", "e", cwd=project)
-    assert result.returncode == 2 and "e: data_dir 'empty' is empty (dataset 'imagefolder')" in result.stderr
+    assert result.returncode == 2 and "e: data_dir 'empty' is empty (dataset 'imagefolder'; expected class sub-folders" in result.stderr
     assert not (project / "runs").exists()
 
 

@@ -91,7 +91,7 @@ def test_missing_data_folder_is_caught_before_anything_is_queued(project_dir: Pa
     (project_dir / "experiments.toml").write_text(HEAD + 'dataset = "imagefolder"\ndata_dir = "no/such/dir"\n')
     result = cli("run", "demo")
     assert result.exit_code == 2
-    assert "demo: data_dir 'no/such/dir': no such folder (dataset 'imagefolder')" in result.stderr
+    assert "demo: data_dir 'no/such/dir': no such folder (dataset 'imagefolder'; expected class sub-folders" in result.stderr
     assert not (project_dir / "runs").exists()
 
 

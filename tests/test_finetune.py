@@ -250,3 +250,16 @@ def test_import_refuses_what_is_not_a_timm_folder(project_dir: Path, cli, tmp_pa
     missing = cli("import", "timm", str(tmp_path / "nowhere"))
     assert missing.exit_code == 2 and "no such folder" in missing.stderr
     shutil.rmtree(broken)
+
+
+def test_the_seeds_study_ships_and_says_when_its_data_is_missing(project_dir: Path, cli):
+    shutil.copy(Path(__file__).parents[1] / "experiments.toml", project_dir / "experiments.toml")
+    listed = {e["name"]: e for e in cli.json("experiments")}
+    assert listed["fewshot"]["runs"] == 27 and listed["fewshot"]["sweep"] == {"mode": ["e2e", "fc", "cbn"],
+                                                                              "shots": [1, 3, 10]}
+    assert listed["fewshot_baselines"]["runs"] == 18
+    for name in ("pets_fewshot", "flowers_fewshot"):
+        result = cli("run", name)
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+        assert "no such folder" in result.stderr and "download = true" in result.stderr
+    assert not (project_dir / "runs").exists() or not any((project_dir / "runs").iterdir())

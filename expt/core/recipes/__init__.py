@@ -91,6 +91,15 @@ def unknown_recipe_message(name: str, known: list[str]) -> str:
     return f"unknown recipe {name!r}{hint}; recipes: {', '.join(known)}"
 
 
+DATA_LAYOUTS = {
+    "imagefolder": "class sub-folders of images, or train/ and val/ folders of them",
+    "oxford_pets": "oxford-iiit-pet/images and oxford-iiit-pet/annotations; or download = true on a machine "
+                   "with a network",
+    "flowers102": "flowers-102/jpg, imagelabels.mat and setid.mat; or download = true on a machine with a network",
+    "cub200": "the CUB_200_2011 release: images.txt, image_class_labels.txt, classes.txt and images/",
+}
+
+
 def check_data(p: dict[str, Any]) -> list[str]:
     """The data set's files are where ``data_dir`` says (digits needs nothing)."""
     dataset = p.get("dataset", "digits")
@@ -102,8 +111,9 @@ def check_data(p: dict[str, Any]) -> list[str]:
     if not data_dir:
         return [f"dataset {dataset!r} needs data_dir = \"PATH\" (the folder that holds it)"]
     path = Path(data_dir).expanduser()
+    expected = f"; expected {DATA_LAYOUTS[dataset]}" if dataset in DATA_LAYOUTS else ""
     if not path.is_dir():
-        return [f"data_dir {data_dir!r}: no such folder (dataset {dataset!r})"]
+        return [f"data_dir {data_dir!r}: no such folder (dataset {dataset!r}{expected})"]
     if not any(path.iterdir()):
-        return [f"data_dir {data_dir!r} is empty (dataset {dataset!r})"]
+        return [f"data_dir {data_dir!r} is empty (dataset {dataset!r}{expected})"]
     return []
