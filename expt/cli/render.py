@@ -80,10 +80,11 @@ def params_text(params: dict[str, Any], keys: Sequence[str]) -> str:
 
 
 def progress(run: Run) -> str:
-    if run.epochs and run.epoch is not None and run.status in ("running", "starting"):
-        phase = f" {run.phase}" if run.phase else ""
-        return f"{run.epoch}/{run.epochs}{phase}"
-    return ""
+    """Epochs done of epochs planned (and the phase while the run is active)."""
+    if not run.epochs or run.epoch is None:
+        return ""
+    phase = f" {run.phase}" if run.phase and run.active else ""
+    return f"{run.epoch}/{run.epochs}{phase}"
 
 
 def runs_table(runs: Sequence[Run], differing: Sequence[str], title: str | None = None) -> Table:
