@@ -117,10 +117,30 @@ def direction(key: str, runs: Sequence[Run] = ()) -> str | None:
 
 
 def numeric_summary_keys(runs: Sequence[Run]) -> list[str]:
-    """Summary keys holding numbers in at least one run, the ranking metric first."""
+    """Summary keys holding numbers in at least one run: the recipes' own columns first (their results
+    table), then the ranking metric, then the rest."""
     keys = list(dict.fromkeys(k for r in runs for k, v in r.summary.items() if _is_number(v)))
+    columns = [k for k in recipe_columns(runs) if k in keys]
     first = [f"best_{r.metric}" for r in runs if r.metric and f"best_{r.metric}" in keys]
-    return list(dict.fromkeys(first + keys))
+    return list(dict.fromkeys(columns + first + keys))
+
+
+def recipe_columns(runs: Sequence[Run]) -> list[str]:
+    """The summary keys the runs' recipes declare as their results table (``@recipe(columns=...)``)."""
+    from expt.core.recipes import all_recipes
+
+    recipes = all_recipes()
+    names = dict.fromkeys(r.recipe for r in runs)
+    return list(dict.fromkeys(k for name in names if name in recipes for k in recipes[name].columns))
+
+
+def default_sort(runs: Sequence[Run]) -> str | None:
+    """The summary key to order runs by when none is asked for: their recipe's ``sort``, if they share one."""
+    from expt.core.recipes import all_recipes
+
+    names = {r.recipe for r in runs}
+    recipe = all_recipes().get(names.pop()) if len(names) == 1 else None
+    return recipe.sort if recipe is not None else None
 
 
 def best_index(values: Sequence[float | None], goal: str | None) -> int | None:

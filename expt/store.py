@@ -300,8 +300,17 @@ class Store:
         row = self.conn.execute(_SELECT_RUNS + " WHERE id = ?", (run_id,)).fetchone()
         return Run.from_row(row) if row else None
 
-    def count(self) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    def count(self, where: str = "", args: Iterable[Any] = ()) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM runs" + (f" WHERE {where}" if where else ""),
+                                 tuple(args)).fetchone()[0]
+
+    def page(self, where: str = "", args: Iterable[Any] = (), *, limit: int, offset: int = 0) -> list[Run]:
+        """Runs newest first, ``limit`` of them after skipping ``offset``: a view of a long history."""
+        sql = _SELECT_RUNS + (f" WHERE {where}" if where else "") + " ORDER BY rid DESC LIMIT ? OFFSET ?"
+        return [Run.from_row(row) for row in self.conn.execute(sql, (*args, int(limit), int(offset)))]
+
+    def status_counts(self) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall())
 
     def changed_since(self, version: int) -> list[Run]:
         return self.runs("version > ?", (version,))
@@ -367,6 +376,19 @@ class Store:
                                     (run.rid, key_id)).fetchone()
             if row:
                 out[run.rid] = row[0]
+        return out
+
+    def recent_values(self, runs: Iterable[Run], key: str, n: int = 1) -> dict[int, list[float | None]]:
+        """The values of ``key`` at each run's last ``n`` steps (by rid), in step order."""
+        key_id = self._key_id(key, create=False)
+        if key_id is None:
+            return {}
+        out: dict[int, list[float | None]] = {}
+        sql = "SELECT value FROM metrics WHERE run = ? AND key = ? ORDER BY step DESC LIMIT ?"
+        for run in runs:
+            values = [value for (value,) in self.conn.execute(sql, (run.rid, key_id, n))]
+            if values:
+                out[run.rid] = values[::-1]
         return out
 
     # -- updating runs --------------------------------------------------------------------------------

@@ -102,7 +102,8 @@ def show(
     if run.summary:
         console.print(_key_values("summary", run.summary))
     if run.metrics:
-        console.print(_metrics_table(run.metrics, steps))
+        for table in _metrics_tables(run.metrics, steps, console.width):
+            console.print(table)
     if tables:
         for path in _table_files(run):
             columns, rows = read_table(path)
@@ -134,7 +135,9 @@ def _key_values(title: str, values: dict, highlight: set[str] = frozenset()) -> 
     return table
 
 
-def _metrics_table(metrics: dict[str, list[list[float]]], rows: int) -> Table:
+def _metrics_tables(metrics: dict[str, list[list[float]]], rows: int, width: int) -> list[Table]:
+    """The per-epoch metrics, one row per step; as many tables as it takes for every column to fit the width
+    (a two-phase run has twenty or more), each starting with the step."""
     keys = list(metrics)
     by_step: dict[int, dict[str, float]] = {}
     for key, points in metrics.items():
@@ -142,15 +145,29 @@ def _metrics_table(metrics: dict[str, list[list[float]]], rows: int) -> Table:
             by_step.setdefault(int(step), {})[key] = value
     steps = sorted(by_step)
     shown = steps[-rows:] if rows else steps
-    title = "metrics" + (f" (last {len(shown)} of {len(steps)} steps)" if len(shown) < len(steps) else "")
-    table = Table(title=title, title_justify="left", title_style="bold", box=None, header_style="bold",
-                  pad_edge=False)
-    table.add_column("step", justify="right")
+    cells = {key: [number(by_step[step].get(key)) for step in shown] for key in keys}
+    step_width = max([4] + [len(str(step)) for step in shown]) + 2
+    groups: list[list[str]] = [[]]
+    used = step_width
     for key in keys:
-        table.add_column(key, justify="right")
-    for step in shown:
-        table.add_row(str(step), *(number(by_step[step].get(k)) for k in keys))
-    return table
+        needed = max([len(key)] + [len(c) for c in cells[key]]) + 2
+        if groups[-1] and used + needed > width:
+            groups.append([])
+            used = step_width
+        groups[-1].append(key)
+        used += needed
+    title = "metrics" + (f" (last {len(shown)} of {len(steps)} steps)" if len(shown) < len(steps) else "")
+    tables = []
+    for n, group in enumerate(groups):
+        table = Table(title=title if n == 0 else None, title_justify="left", title_style="bold", box=None,
+                      header_style="bold", pad_edge=False)
+        table.add_column("step", justify="right")
+        for key in group:
+            table.add_column(key, justify="right")
+        for i, step in enumerate(shown):
+            table.add_row(str(step), *(cells[key][i] for key in group))
+        tables.append(table)
+    return tables
 
 
 def _rows_table(title: str, columns: list[str], rows: list[dict], limit: int = 60) -> Table:
@@ -228,7 +245,7 @@ def compare(
     no_group: Annotated[bool, typer.Option("--no-group", help="Show every run on its own instead of "
                         "grouping runs that differ only in their seed.")] = False,
     sort: Annotated[Optional[str], typer.Option("--sort", help="Order rows by this summary key "
-                    "(best first).")] = None,
+                    "(best first; default: the recipe's own order, e.g. scaling by test_acc).")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Compare runs side by side: config differences, metrics (mean ± 95% CI over seeds), curves."""
@@ -246,6 +263,7 @@ def compare(
         _print_json(data)
         return
     groups = [analysis.Group([r]) for r in runs] if no_group else analysis.group_by_seed(runs)
+    sort = sort or analysis.default_sort(runs)
     if sort:
         goal = analysis.direction(sort, runs) or "max"
         groups.sort(key=lambda g: (s.mean if (s := g.stat(sort)) else float("-inf")) * (1 if goal == "min" else -1))
@@ -294,15 +312,28 @@ def compare_tables(groups: list[analysis.Group], runs: list[Run], width: int) ->
     table.add_column("n", justify="right")
     for key in differing:
         table.add_column(key)
-    room = max(1, (width - label_width - 4 - 8 * len(differing)) // 16)
-    for key in keys[:room]:
+    cells = {key: [cell(key, i) for i in range(len(groups))] for key in keys}
+    values = {key: [number(p.get(key)) for p in params] for key in differing}
+    used = label_width + 4 + sum(_column_width(key, values[key]) for key in differing)
+    shown: list[str] = []
+    for key in keys:  # as many metric columns as their widest cell lets fit
+        needed = _column_width(key, [c.plain for c in cells[key]])
+        if shown and used + needed > width:
+            break
+        used += needed
+        shown.append(key)
+    for key in shown:
         table.add_column(key, justify="right")
     for i, group in enumerate(groups):
-        table.add_row(group.label, str(len(group.runs)), *(number(params[i].get(k)) for k in differing),
-                      *(cell(key, i) for key in keys[:room]))
-    if len(keys) > room:
-        table.caption = f"{len(keys) - room} more metrics: --json, or a wider terminal"
+        table.add_row(group.label, str(len(group.runs)), *(values[k][i] for k in differing),
+                      *(cells[key][i] for key in shown))
+    if len(keys) > len(shown):
+        table.caption = f"{len(keys) - len(shown)} more metrics: --json, or a wider terminal"
     return [table, folded]
+
+
+def _column_width(header: str, texts: list[str]) -> int:
+    return max([len(header)] + [len(t) for t in texts]) + 2
 
 
 def _table(title: str) -> Table:

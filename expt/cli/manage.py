@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import orjson
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from expt.cli import app, console, project
 from expt.cli.render import number
@@ -58,7 +59,7 @@ def recipes(name: Annotated[Optional[str], typer.Argument(help="A recipe to desc
         table.add_column(column, overflow="fold")
     for param in recipe.params:
         allowed = ", ".join(map(str, param.choices)) if param.choices else _range(param.min, param.max)
-        table.add_row(param.name, param.type_name(), number(param.default), allowed, param.help)
+        table.add_row(param.name, Text(param.type_name()), number(param.default), allowed, param.help)
     console.print(table)
 
 

@@ -54,11 +54,24 @@ def number(value: Any) -> str:
             return f"{value:.4g}" if abs(value) < 1 else f"{value:.2f}".rstrip("0").rstrip(".") \
                 if abs(value) < 100 else f"{value:.1f}"
         return f"{value:.3g}"
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, dict) for v in value):
+        return tables_digest(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(number(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}={number(v)}" for k, v in value.items()) + "}"
     return str(value)
+
+
+def tables_digest(tables: Sequence[dict[str, Any]]) -> str:
+    """A list of tables (e.g. a scaling recipe's stage table) in a few characters: its length and a short
+    hash, so runs whose tables differ show different cells (`expt show --json` has them in full)."""
+    import hashlib
+
+    import orjson
+
+    digest = hashlib.blake2s(orjson.dumps(list(tables), option=orjson.OPT_SORT_KEYS), digest_size=3).hexdigest()
+    return f"[{len(tables)} tables #{digest}]"
 
 
 def stat(value: Stat | None, spread: bool = False) -> str:

@@ -199,7 +199,8 @@ def _cub200(params: dict[str, Any]) -> Splits:
     everything = Images([root / "images" / paths[i] for i in ids],
                         np.array([index[int(labels[i])] for i in ids], dtype=np.int64),
                         [classes[c] for c in class_ids], [paths[i] for i in ids])
-    train, test = stratified_split(everything.labels, params.get("test_fraction", 0.2), params.get("seed", 0))
+    train, test = stratified_split(everything.labels, params.get("test_fraction", 0.2),
+                                   params.get("split_seed", 0))
     return Splits(everything.subset(train), everything.subset(test))
 
 
@@ -259,22 +260,30 @@ def tensor_cache(images: Images, transform: Callable[[Image.Image], torch.Tensor
 
 
 class Batches:
-    """Training batches for (epoch, start batch): from a cached tensor, or through a seeded DataLoader."""
+    """Training batches for (epoch, start batch): from a cached tensor, or through a seeded DataLoader.
+
+    ``order(epoch)`` gives an epoch's batches as index arrays (default: a seeded shuffle, ``epoch_order``);
+    it must depend on the epoch and fixed settings only, so a resumed run sees the same batches.
+    ``cache`` is ``tensor_cache(images, transform)`` when the caller has it already.
+    """
 
     def __init__(self, images: Images, transform: Callable[[Image.Image], torch.Tensor], *, batch_size: int,
-                 seed: int, augment: bool, workers: int = 0):
+                 seed: int, augment: bool, workers: int = 0,
+                 order: Callable[[int], list[np.ndarray]] | None = None,
+                 cache: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.images = images
         self.transform = transform
         self.batch_size = batch_size
         self.seed = seed
         self.workers = workers
-        self.cache = None if augment else tensor_cache(images, transform, workers)
+        self.order = order or (lambda epoch: epoch_order(len(images), batch_size, seed, epoch))
+        self.cache = None if augment else cache if cache is not None else tensor_cache(images, transform, workers)
 
     def __len__(self) -> int:
-        return len(epoch_order(len(self.images), self.batch_size, self.seed, 0))
+        return len(self.order(0))
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        batches = epoch_order(len(self.images), self.batch_size, self.seed, epoch)[start:]
+        batches = self.order(epoch)[start:]
         if self.cache is not None:
             x, y = self.cache
             for idx in batches:

@@ -35,7 +35,7 @@ class Tracker:
         self.stop_requested = False
         self._fd = os.open(self.run_dir / runfiles.METRICS, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         self._close_partial_line()
-        self._buffer: list[bytes] = []
+        self._buffer = bytearray()  # one growing buffer: thousands of small bytes objects kept alive cost 10x
         self._lock = threading.Lock()
         self._last_flush = time.monotonic()
         self._closed = threading.Event()
@@ -95,8 +95,7 @@ class Tracker:
         with self._lock:
             if not self._buffer:
                 return
-            data = b"".join(self._buffer)
-            self._buffer.clear()
+            data, self._buffer = self._buffer, bytearray()
             self._last_flush = time.monotonic()
             view = memoryview(data)
             while view:
@@ -106,7 +105,7 @@ class Tracker:
     def _append(self, record: dict[str, Any], flush: bool) -> None:
         line = orjson.dumps(record, option=_DUMPS_OPTIONS)
         with self._lock:
-            self._buffer.append(line)
+            self._buffer += line
         if flush or time.monotonic() - self._last_flush >= self.flush_interval:
             self.flush()
 

@@ -33,7 +33,9 @@ class Recipe:
     ``skip`` returns a reason when a sweep point should not become a run.
     ``validate`` returns problems that involve several params together (checked when
     experiments.toml is read); ``preflight`` returns problems with what must exist on
-    disk (checked before a run is queued).
+    disk (checked before a run is queued). ``columns`` are summary keys that ``expt compare``
+    shows first (the recipe's results table); ``sort`` is the summary key it orders runs by
+    (best first) when no ``--sort`` is given.
     """
 
     name: str
@@ -45,6 +47,8 @@ class Recipe:
     skip: CheckFn | None = None
     validate: Callable[[dict[str, Any]], list[str]] | None = None
     preflight: Callable[[dict[str, Any]], list[str]] | None = None
+    columns: tuple[str, ...] = ()
+    sort: str | None = None
 
     @property
     def summary_metric(self) -> str:
@@ -56,12 +60,14 @@ _REGISTRY: dict[str, Recipe] = {}
 
 def recipe(name: str, params: ParamSet, *, metric: str, goal: str = "max", skip: CheckFn | None = None,
            validate: Callable[[dict[str, Any]], list[str]] | None = None,
-           preflight: Callable[[dict[str, Any]], list[str]] | None = None) -> Callable[[RunFn], RunFn]:
+           preflight: Callable[[dict[str, Any]], list[str]] | None = None, columns: tuple[str, ...] = (),
+           sort: str | None = None) -> Callable[[RunFn], RunFn]:
     """Register ``fn`` as the recipe ``name``; its docstring's first line is the description."""
 
     def register(fn: RunFn) -> RunFn:
         description = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else name
-        _REGISTRY[name] = Recipe(name, params, fn, description, metric, goal, skip, validate, preflight)
+        _REGISTRY[name] = Recipe(name, params, fn, description, metric, goal, skip, validate, preflight,
+                                 tuple(columns), sort)
         return fn
 
     return register

@@ -1,0 +1,246 @@
+"""Run detail: params and summary, a chart per metric, the log followed live, the recipe's tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Footer, Log, Static, TabbedContent, TabPane
+
+from expt.core import runfiles
+from expt.core.runfiles import FINAL_STATUSES
+from expt.store import Run
+from expt.tui import actions
+from expt.tui.format import duration, number, status_text
+from expt.tui.messages import RunLoaded, RunsChanged, RunUpdated
+from expt.tui.rows import LOSS_KEYS, RunRow
+from expt.tui.screens.base import ExptScreen
+from expt.tui.widgets.key_values import KeyValues
+from expt.tui.widgets.metric_chart import MetricChart
+from expt.tui.widgets.nav_bar import NavBar
+from expt.tui.widgets.record_table import RecordTable
+
+POLL = 0.5  # seconds between looks at an active run's new metrics and log lines
+TABS = ("tab-overview", "tab-charts", "tab-log", "tab-tables")
+WIDE = 120  # columns from which charts go two to a row
+
+
+def header_text(run: Run, now: float | None = None) -> Text:
+    row = RunRow(run)
+    text = Text.assemble(" ", (run.id, "bold"), "  ", status_text(run.status))
+    if row.progress:
+        text.append(f"  epoch {row.progress}" + (f" {run.phase}" if run.phase and run.active else ""))
+    eta = row.eta(now)
+    if eta is not None:
+        text.append(f"  eta {duration(eta)}")
+    elapsed = row.elapsed(now)
+    if elapsed is not None:
+        text.append(f"  time {duration(elapsed)}")
+    if run.device:
+        text.append(f"  {run.device}", style="dim")
+    line = [f"{k}={number(v)}" for k, v in run.varying.items()]
+    best = run.best
+    if best is not None:
+        epoch = run.summary.get("best_epoch")
+        line.append(f"best {run.metric} {number(best)}" + (f" (epoch {epoch})" if epoch is not None else ""))
+    text.append("\n " + "  ".join(line) if line else "\n " + run.experiment, style="cyan")
+    if run.error:
+        text.append(f"\n error: {run.error}", style="bold red")
+    return text
+
+
+def chart_order(keys: list[str], metric: str | None) -> list[str]:
+    first = [k for k in (metric, *LOSS_KEYS) if k in keys]
+    return first + sorted(k for k in keys if k not in first)
+
+
+class RunDetailScreen(ExptScreen):
+    """One run, live while it runs: new points join the charts, new lines the log."""
+
+    HELP = ("One run: Overview (params, the varying ones highlighted, and summary), Charts (each metric "
+            "per epoch), Log (followed live), Tables (per-class results and the like, when the recipe "
+            "writes them). Stopping saves a checkpoint; resuming continues from it in the same run.")
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("s", "stop", "Stop"),
+        Binding("r", "resume", "Resume"),
+        Binding("i", "samples", "Samples"),
+        Binding("tab", "next_tab", "Next tab"),
+        Binding("shift+tab", "previous_tab", "Previous tab", show=False),
+    ]
+
+    def __init__(self, run_id: str, run: Run | None = None):
+        super().__init__()
+        self.run_id = run_id
+        self.run: Run | None = run
+        self.charts: dict[str, MetricChart] = {}
+        self.log_offset = 0
+        self.tables_stamp: tuple[float, ...] = ()
+        self._updating = False
+        self._shown_run: Run | None = None
+        self._header = ""
+
+    def compose(self) -> ComposeResult:
+        yield NavBar("Runs", crumb=self.run_id)
+        yield Static(header_text(self.run) if self.run else f" {self.run_id}", id="run-header")
+        with TabbedContent(id="run-tabs"):
+            with TabPane("Overview", id="tab-overview"):
+                with VerticalScroll():
+                    with Horizontal(id="overview"):
+                        yield KeyValues("params", id="run-params")
+                        yield KeyValues("summary", id="run-summary")
+                    yield Static("", id="run-paths")
+            with TabPane("Charts", id="tab-charts"):
+                yield VerticalScroll(Static("loading ...", id="charts-note"), id="charts")
+            with TabPane("Log", id="tab-log"):
+                yield Log(id="run-log", max_lines=5000, auto_scroll=True)
+            with TabPane("Tables", id="tab-tables"):
+                yield VerticalScroll(Static("loading ...", id="tables-note"), id="tables")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.poll = self.set_interval(POLL, self._poll, pause=True)
+        self.in_thread(actions.load_run, self.expt.project, self.run_id, group="run", description="loading the run")
+
+    def on_resize(self) -> None:
+        self.query_one("#charts").set_class(self.size.width >= WIDE, "-wide")
+
+    def on_screen_resume(self) -> None:
+        if self.run is not None and self.run.status not in FINAL_STATUSES:
+            self.poll.resume()
+
+    def on_screen_suspend(self) -> None:
+        self.poll.pause()
+
+    # -- data --------------------------------------------------------------------------------------------
+
+    def on_run_loaded(self, message: RunLoaded) -> None:
+        self._show_run(message.run)
+        charts = self.query_one("#charts")
+        note = self.query_one("#charts-note", Static)
+        note.display = not message.metrics
+        note.update("no metrics logged yet")
+        for key in chart_order(list(message.metrics), message.run.metric):
+            self._chart(key).set_series({message.run.id: _xy(message.metrics[key])})
+        charts.set_class(self.size.width >= WIDE, "-wide")
+        log = self.query_one("#run-log", Log)
+        log.clear()
+        log.write_lines(message.log)
+        self.log_offset = message.log_offset
+        self._show_tables(message.tables)
+        self.tables_stamp = message.tables_stamp
+        if message.run.status not in FINAL_STATUSES:
+            self.poll.resume()
+
+    def _show_run(self, run: Run) -> None:
+        """Update what changed (each update of a text re-lays out the screen: not four times a second)."""
+        before, self.run = self._shown_run, run
+        self._shown_run = run
+        header = header_text(run)
+        if header.plain != self._header:
+            lines_changed = header.plain.count("\n") != self._header.count("\n") or not self._header
+            self._header = header.plain
+            self.query_one("#run-header", Static).update(header, layout=lines_changed)
+        if before is None or before.params != run.params:
+            self.query_one("#run-params", KeyValues).set_values(run.params, run.varying)
+        if before is None or before.summary != run.summary:
+            self.query_one("#run-summary", KeyValues).set_values(run.summary)
+        if before is None:
+            folder = _shown_path(run.path, self.expt.project.root)
+            paths = Text(f"folder {folder}\nlog    {folder}/{runfiles.LOG}", style="dim")
+            self.query_one("#run-paths", Static).update(paths)
+
+    def _chart(self, key: str) -> MetricChart:
+        chart = self.charts.get(key)
+        if chart is None:
+            chart = self.charts[key] = MetricChart(key, id=f"chart-{len(self.charts)}")
+            self.query_one("#charts").mount(chart)
+            self.query_one("#charts-note", Static).display = False
+        return chart
+
+    def _show_tables(self, tables: dict[str, tuple[list[str], list[dict]]]) -> None:
+        box = self.query_one("#tables")
+        note = self.query_one("#tables-note", Static)
+        box.remove_children(".run-table")
+        note.display = not tables
+        note.update("this run has no tables (recipes write per-class results, reports, grids here)")
+        for name, (columns, rows) in tables.items():
+            box.mount(Static(Text(f"{name} ({len(rows)} rows)", style="bold"), classes="run-table table-title"))
+            box.mount(RecordTable(columns, rows, classes="run-table"))
+
+    def apply_changes(self, message: RunsChanged) -> None:
+        """Look at once when the run's status changed; new points and lines wait for the next poll."""
+        row = message.rows.get(self.run.rid) if self.run is not None else None
+        if row is not None and (row.run.status != self.run.status or self.run.status in FINAL_STATUSES):
+            self._poll()
+
+    def _poll(self) -> None:
+        if self._updating or self.run is None:
+            return
+        self._updating = True
+        steps = {key: int(chart.last_step.get(self.run_id, -1)) for key, chart in self.charts.items()}
+        self.in_thread(actions.update_run, self.expt.project, self.run_id, steps, self.log_offset, self.tables_stamp,
+                       group="update", exclusive=False, description="following the run")
+
+    def on_run_updated(self, message: RunUpdated) -> None:
+        self._updating = False
+        was_active = self.run is not None and self.run.status not in FINAL_STATUSES
+        self._show_run(message.run)
+        for key in chart_order(list(message.metrics), message.run.metric):
+            self._chart(key).extend(message.run.id, message.metrics[key])
+        if message.log:
+            self.query_one("#run-log", Log).write_lines(message.log)
+        self.log_offset = message.log_offset
+        if message.tables is not None:
+            self._show_tables(message.tables)
+            self.tables_stamp = message.tables_stamp
+        if message.run.status in FINAL_STATUSES:
+            self.poll.pause()
+        elif not was_active:
+            self.poll.resume()
+
+    def worker_failed(self, worker) -> None:
+        self._updating = False
+
+    # -- keys --------------------------------------------------------------------------------------------
+
+    def _switch_tab(self, step: int) -> None:
+        tabs = self.query_one(TabbedContent)
+        index = TABS.index(tabs.active) if tabs.active in TABS else 0
+        tabs.active = TABS[(index + step) % len(TABS)]
+
+    def action_next_tab(self) -> None:
+        self._switch_tab(1)
+
+    def action_previous_tab(self) -> None:
+        self._switch_tab(-1)
+
+    def action_stop(self) -> None:
+        if self.run is None or self.run.status in FINAL_STATUSES:
+            self.notify(f"{self.run_id} has ended: nothing to stop", severity="warning")
+            return
+        self.expt.confirm_stop([self.run])
+
+    def action_resume(self) -> None:
+        if self.run is None or self.run.status not in ("stopped", "crashed", "failed"):
+            self.notify(f"{self.run_id} is {self.run.status if self.run else 'loading'}: only stopped, crashed or "
+                        "failed runs resume", severity="warning")
+            return
+        self.expt.resume([self.run_id])
+
+    def action_samples(self) -> None:
+        self.expt.open_samples([self.run_id])
+
+
+def _shown_path(path: Path, root: Path) -> str:
+    """Relative to the project when inside it (short, and the same on every machine)."""
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def _xy(points: list[list[float]]) -> tuple[list[float], list[float]]:
+    pairs = [(s, v) for s, v in points if v is not None]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
