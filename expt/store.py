@@ -161,6 +161,7 @@ class Store:
         except sqlite3.Error as error:
             raise StoreError(f"{self.path}: cannot open: {error}") from None
         self._keys: dict[str, int] = {}
+        self._folder_seqs: dict[Path, dict[str, int]] = {}
         try:
             self.conn.execute("PRAGMA busy_timeout = 30000")
             self._check_schema()
@@ -259,14 +260,18 @@ class Store:
             raise
 
     def _next_seq(self, runs_dir: Path, experiment: str) -> int:
+        """One above the highest number in runs.db and among the folders in runs/ (which may hold runs the
+        database has lost). The folders are scanned once per Store: later runs are in the database, and
+        ``create_run`` steps past any folder that appeared meanwhile."""
         row = self.conn.execute("SELECT MAX(seq) FROM runs WHERE experiment = ?", (experiment,)).fetchone()
-        highest = row[0] or 0
-        prefix = f"{experiment}-"
-        for entry in os.scandir(runs_dir):
-            suffix = entry.name[len(prefix):]
-            if entry.name.startswith(prefix) and suffix.isdigit():
-                highest = max(highest, int(suffix))
-        return highest + 1
+        if runs_dir not in self._folder_seqs:
+            seqs: dict[str, int] = {}
+            for entry in os.scandir(runs_dir):
+                name, _, suffix = entry.name.rpartition("-")
+                if name and suffix.isdigit():
+                    seqs[name] = max(seqs.get(name, 0), int(suffix))
+            self._folder_seqs[runs_dir] = seqs
+        return max(row[0] or 0, self._folder_seqs[runs_dir].get(experiment, 0)) + 1
 
     def _insert_run(self, meta: dict[str, Any], params: dict[str, Any], varying: dict[str, Any],
                     run_dir: Path, status: str) -> Run:
