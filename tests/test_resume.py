@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from expt.core import runfiles
 from expt.store import Store
 
 from conftest import expt, wait_for, write_project
@@ -77,3 +78,18 @@ def test_a_failing_run_records_its_error_and_resume_refuses_completed_runs(tmp_p
     assert expt("run", "straight", cwd=project).returncode == 0
     refused = expt("resume", "straight-1", cwd=project)
     assert refused.returncode == 2 and "only stopped, crashed or failed runs" in refused.stderr
+
+
+def test_resuming_an_experiment_passes_over_its_completed_runs(tmp_path: Path):
+    project = write_project(tmp_path / "proj", TOML)
+    assert expt("run", "broken", cwd=project).returncode == 1
+    with Store(project / "runs.db") as store:
+        completed = store.create_run(project / "runs", experiment="broken", recipe="finetune",
+                                     params=store.get("broken-1").params, varying={})
+        runfiles.append_event(completed.path, "status", status="completed")
+        store.ingest()
+    resumed = expt("resume", "broken", "--detach", cwd=project)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming broken-1 (1 completed or active runs left as they are)" in resumed.stdout
+    with Store(project / "runs.db") as store:
+        assert store.get(completed.id).status == "completed"

@@ -181,9 +181,12 @@ def resume(runs: Annotated[list[str], typer.Argument(help="Run ids, prefixes or 
     """Continue stopped, crashed or failed runs from their last checkpoint, in the same run ids."""
     proj = project()
     with open_store(proj.db_path) as store:
-        resumed = launcher.resume(store, store.resolve(runs))
+        named = store.resolve(runs)
+        resumed = launcher.resume(store, named)
         _settings_for(proj, gpus, jobs).save(proj)
-        console.print(f"resuming {', '.join(r.id for r in resumed)}")
+        passed_over = len(named) - len(resumed)
+        console.print(f"resuming {', '.join(r.id for r in resumed)}" +
+                      (f" ({passed_over} completed or active runs left as they are)" if passed_over else ""))
         if detach:
             scheduler.ensure_scheduler(proj, store)
             return

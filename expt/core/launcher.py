@@ -67,13 +67,20 @@ def rerun(store: Store, project: Project, run: Run) -> Run:
 
 
 def resume(store: Store, runs: list[Run]) -> list[Run]:
-    """Queue stopped, crashed or failed runs again; their workers continue from the last checkpoint."""
-    resumed = []
+    """Queue stopped, crashed or failed runs again; their workers continue from the last checkpoint.
+
+    Runs that are completed or still active are passed over (an experiment's name means all its runs);
+    it is an error only when none of ``runs`` can be resumed.
+    """
     for run in runs:
         if run.origin != "expt":
             raise UsageError(f"{run.id} was imported ({run.origin}); there is nothing to resume")
-        if run.status not in ("stopped", "crashed", "failed"):
-            raise UsageError(f"{run.id} is {run.status}; only stopped, crashed or failed runs can be resumed")
+    resumable = [run for run in runs if run.status in ("stopped", "crashed", "failed")]
+    if runs and not resumable:
+        run = runs[0]
+        raise UsageError(f"{run.id} is {run.status}; only stopped, crashed or failed runs can be resumed")
+    resumed = []
+    for run in resumable:
         if store.update_run(run, when=FINAL_STATUSES, status="queued", ended_at=None, error=None,
                             stop_requested=0, pid=None):
             runfiles.append_event(run.path, "status", status="queued", note="resume")
