@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Sequence
 
 from rich.table import Table
-from rich.text import Text
 
 from expt.analysis import Stat
+from expt.formatting import STATUS_STYLES, duration, number, status_text, tables_digest  # noqa: F401
+from expt.formatting import spread as spread_text
 from expt.store import Run
-
-STATUS_STYLES = {
-    "queued": "dim", "starting": "cyan", "running": "bold cyan", "completed": "green",
-    "failed": "bold red", "stopped": "yellow", "crashed": "bold magenta",
-}
-
-
-def status_text(status: str) -> Text:
-    return Text(status, style=STATUS_STYLES.get(status, ""))
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def when(timestamp: float | None) -> str:
@@ -40,52 +20,14 @@ def when(timestamp: float | None) -> str:
     return time.strftime(fmt, time.localtime(timestamp))
 
 
-def number(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return "" if value is None else str(value).lower()
-    if isinstance(value, int):
-        return f"{value:,}" if abs(value) >= 10_000 else str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        if value.is_integer() and abs(value) < 1e15:
-            return number(int(value))
-        if value == 0 or 1e-3 <= abs(value) < 1e5:
-            return f"{value:.4g}" if abs(value) < 1 else f"{value:.2f}".rstrip("0").rstrip(".") \
-                if abs(value) < 100 else f"{value:.1f}"
-        return f"{value:.3g}"
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, dict) for v in value):
-        return tables_digest(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(number(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}={number(v)}" for k, v in value.items()) + "}"
-    return str(value)
-
-
-def tables_digest(tables: Sequence[dict[str, Any]]) -> str:
-    """A list of tables (e.g. a scaling recipe's stage table) in a few characters: its length and a short
-    hash, so runs whose tables differ show different cells (`expt show --json` has them in full)."""
-    import hashlib
-
-    import orjson
-
-    digest = hashlib.blake2s(orjson.dumps(list(tables), option=orjson.OPT_SORT_KEYS), digest_size=3).hexdigest()
-    return f"[{len(tables)} tables #{digest}]"
-
-
 def stat(value: Stat | None, spread: bool = False) -> str:
     """``mean ±ci95``; with ``spread`` also ``sd`` (for seed groups; a single run is its value)."""
     if value is None:
         return ""
     if value.n == 1 or value.std == 0:
         return number(value.mean)
-    text = f"{number(value.mean)} ±{_spread(value.ci95)}"
-    return f"{text} sd {_spread(value.std)}" if spread else text
-
-
-def _spread(value: float) -> str:
-    return f"{value:.2g}" if abs(value) < 100 else f"{value:,.0f}"
+    text = f"{number(value.mean)} ±{spread_text(value.ci95)}"
+    return f"{text} sd {spread_text(value.std)}" if spread else text
 
 
 def params_text(params: dict[str, Any], keys: Sequence[str]) -> str:
