@@ -39,14 +39,17 @@ def test_kill_9_is_marked_crashed_with_every_line_kept_then_resumes(tmp_path: Pa
             return run.pid if run.status == "running" and (run.epoch or 0) >= 2 else None
 
     pid = wait_for(two_epochs, timeout=120, interval=0.1, what="long-1 to log two epochs")
-    os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2],
-             timeout=10, what="the worker to die")
+    # Frozen first, so the line cut off as the process dies is its last one: the detached scheduler, its
+    # parent, notices the death at once and may record the crash before this test looks.
+    os.kill(pid, signal.SIGSTOP)
     metrics = project / "runs" / "long-1" / runfiles.METRICS
     lines_written = [orjson.loads(line) for line in metrics.read_bytes().splitlines()]
     epochs_written = [r["step"] for r in lines_written if "event" not in r]
-    with open(metrics, "ab") as handle:  # a line cut off as the process died
+    with open(metrics, "ab") as handle:
         handle.write(b'{"step": 999, "top1": 12.')
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2],
+             timeout=10, what="the worker to die")
     killed_at = time.monotonic()
     listing = orjson.loads(expt("ls", "--json", cwd=project).stdout)
     assert listing[0]["status"] == "crashed" and time.monotonic() - killed_at < 15
