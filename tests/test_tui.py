@@ -157,6 +157,15 @@ def test_runs_filter_sort_select_compare_samples_detail(finished_copy: Path):
             await pilot.press("escape", "escape")
             assert any("nothing to stop" in n for n in notes(app))
 
+            # the detail screen is kept: opening the other run shows that run, nothing of the first
+            first = detail.run_id
+            await pilot.press("up" if table.cursor_row else "down", "enter")
+            await until(pilot, lambda: app.screen is detail and detail.run_id != first and detail.charts and
+                        all(set(c.series) == {detail.run_id} for c in detail.charts.values()),
+                        what="the other run in the detail screen")
+            assert first not in str(detail.query_one("#run-header").render())
+            await pilot.press("escape")
+
             # the command palette reaches a screen by name
             await pilot.press("ctrl+p")
             await pilot.press(*"Experiments")

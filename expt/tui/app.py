@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import time
 import traceback
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from textual import events
 from textual.app import App, SystemCommand
@@ -30,6 +30,9 @@ from expt.tui.messages import ActionDone, ConfigLoaded, RunsChanged
 from expt.tui.screens.experiments import ExperimentsScreen
 from expt.tui.screens.runs import RunsScreen
 from expt.tui.widgets.picture import MODES as IMAGE_MODES
+
+if TYPE_CHECKING:
+    from expt.tui.screens.run_detail import RunDetailScreen
 
 
 class ExptApp(App[None]):
@@ -56,6 +59,7 @@ class ExptApp(App[None]):
         self._gc_thresholds: tuple[int, ...] | None = None
         self.runs_screen = RunsScreen()
         self.experiments_screen = ExperimentsScreen()
+        self.detail_screen: RunDetailScreen | None = None
 
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.Key):
@@ -110,10 +114,22 @@ class ExptApp(App[None]):
         self.runs_screen.set_filter(filter_text)
 
     def open_run(self, run_id: str) -> None:
+        """The run detail screen is built once and kept (installed); opening a run points it at the run."""
         from expt.tui.screens.run_detail import RunDetailScreen
 
         row = self.runs_screen.table.row_for(run_id)
-        self.push_screen(RunDetailScreen(run_id, row.run if row else None))
+        run = row.run if row else None
+        if self.detail_screen is None:
+            self.detail_screen = RunDetailScreen(run_id, run)
+            self.install_screen(self.detail_screen, "run-detail")
+        elif self.detail_screen in self.screen_stack:
+            while self.screen is not self.detail_screen:
+                self.pop_screen()
+            self.detail_screen.show_run(run_id, run)
+            return
+        else:
+            self.detail_screen.show_run(run_id, run)
+        self.push_screen("run-detail")
 
     def open_compare(self, run_ids: list[str]) -> None:
         from expt.tui.screens.compare import CompareScreen

@@ -104,6 +104,32 @@ class RunDetailScreen(ExptScreen):
 
     def on_mount(self) -> None:
         self.poll = self.set_interval(POLL, self._poll, pause=True)
+        self._load()
+
+    def show_run(self, run_id: str, run: Run | None = None) -> None:
+        """Point the screen at another run. The app builds this screen once and keeps it, so opening a run
+        costs a load, not thirty widgets built and torn down again."""
+        self.run_id, self.run = run_id, run
+        self.log_offset, self.tables_stamp, self._updating = 0, (), False
+        self._shown_run, self._header = None, ""
+        if not self.is_mounted:
+            return
+        self.poll.pause()
+        self.query_one(NavBar).crumb = run_id
+        self.query_one("#run-header", Static).update(header_text(run) if run else f" {run_id}")
+        if run is not None:
+            self._show_run(run)
+        for chart in self.charts.values():
+            chart.remove()
+        self.charts = {}
+        self.query_one("#charts-note", Static).update("loading ...")
+        self.query_one("#charts-note", Static).display = True
+        self.query_one("#run-log", Log).clear()
+        self.query_one("#tables").remove_children(".run-table")
+        self.query_one("#tables-note", Static).update("loading ...")
+        self._load()
+
+    def _load(self) -> None:
         self.in_thread(actions.load_run, self.expt.project, self.run_id, group="run", description="loading the run")
 
     def on_resize(self) -> None:
@@ -119,6 +145,8 @@ class RunDetailScreen(ExptScreen):
     # -- data --------------------------------------------------------------------------------------------
 
     def on_run_loaded(self, message: RunLoaded) -> None:
+        if message.run.id != self.run_id:
+            return  # the run shown before
         self._show_run(message.run)
         charts = self.query_one("#charts")
         note = self.query_one("#charts-note", Static)
@@ -157,7 +185,7 @@ class RunDetailScreen(ExptScreen):
     def _chart(self, key: str) -> MetricChart:
         chart = self.charts.get(key)
         if chart is None:
-            chart = self.charts[key] = MetricChart(key, id=f"chart-{len(self.charts)}")
+            chart = self.charts[key] = MetricChart(key)
             self.query_one("#charts").mount(chart)
             self.query_one("#charts-note", Static).display = False
         return chart
@@ -188,6 +216,8 @@ class RunDetailScreen(ExptScreen):
 
     def on_run_updated(self, message: RunUpdated) -> None:
         self._updating = False
+        if message.run.id != self.run_id:
+            return
         was_active = self.run is not None and self.run.status not in FINAL_STATUSES
         self._show_run(message.run)
         for key in chart_order(list(message.metrics), message.run.metric):

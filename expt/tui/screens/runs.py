@@ -59,17 +59,16 @@ class RunsScreen(ExptScreen):
         self._waiting = False  # a timer will apply the pending rows once the user pauses
         self._status_text = ""
         self._last_apply = 0.0
+        # made here, not looked up: a timer or a late message may still arrive while the app shuts down
+        self.table = RunsTable(id="runs-table")
+        self.status = Static("", id="runs-status")
 
     def compose(self) -> ComposeResult:
         yield NavBar("Runs")
         yield Input(placeholder=f"/ filter: {FILTER_HELP}", id="filter", compact=True)
-        yield RunsTable(id="runs-table")
-        yield Static("", id="runs-status")
+        yield self.table
+        yield self.status
         yield Footer(compact=True)
-
-    @property
-    def table(self) -> RunsTable:
-        return self.query_one(RunsTable)
 
     def on_mount(self) -> None:
         self.table.focus()
@@ -211,7 +210,7 @@ class RunsScreen(ExptScreen):
         text = " " + "  |  ".join(parts)
         if text != self._status_text:  # one line, always: no need to lay the screen out again
             self._status_text = text
-            self.query_one("#runs-status", Static).update(text, layout=False)
+            self.status.update(text, layout=False)
 
     # -- filter ------------------------------------------------------------------------------------------
 
