@@ -6,6 +6,7 @@ import time
 from typing import Any, Sequence
 
 from rich.table import Table
+from rich.text import Text
 
 from expt.analysis import Stat
 from expt.formatting import STATUS_STYLES, duration, number, status_text, tables_digest  # noqa: F401

@@ -65,6 +65,14 @@ def grad_scaler(device: torch.device, amp: bool) -> torch.amp.GradScaler:
     return torch.amp.GradScaler("cuda", enabled=enabled)
 
 
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+    """Backward and one optimizer step, through the grad scaler (a no-op unless float16 autocast)."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def create_optimizer(params: Iterable[Any], p: dict[str, Any]) -> torch.optim.Optimizer:
     """timm's optimizer factory from a run's params (opt, lr, weight_decay, momentum)."""
     from timm.optim import create_optimizer_v2

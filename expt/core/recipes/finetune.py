@@ -139,10 +139,7 @@ def run(p: dict[str, Any], tracker: Tracker) -> None:
         elif mixup is not None:
             y = torch.nn.functional.one_hot(y, len(classes)).float()
         loss = criterion(forward(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        training.optimizer_step(loss, optimizer, scaler)
         return loss.item(), len(x)
 
     def evaluate_epoch(epoch: int) -> dict[str, float]:

@@ -511,10 +511,7 @@ def _train_phase(p: dict[str, Any], tracker: Tracker, setup: _Setup, indices: np
             embeddings = model(x)
         embeddings = embeddings.float()
         loss = loss_fn(embeddings, y, miner(embeddings, y)) if miner is not None else loss_fn(embeddings, y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        training.optimizer_step(loss, optimizer, scaler)
         return loss.item(), len(x)
 
     def evaluate_model(epoch: int) -> dict[str, float]:

@@ -457,10 +457,7 @@ def run(p: dict[str, Any], tracker: Tracker) -> None:
         def train_step(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, int]:
             x, y = normalizer(batch[0]), batch[1].to(device)
             loss = criterion(forward(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            training.optimizer_step(loss, optimizer, scaler)
             return loss.item(), len(x)
         return train_step
 
