@@ -359,6 +359,9 @@ def test_the_cub_loader_reads_the_release_layout(tmp_path: Path):
 # -- two phases through the real worker ---------------------------------------------------------------------
 
 RUN_TOML = """\
+[launcher]
+jobs = 2                   # one thread per run: two runs at once on two cores
+
 [experiments.dml]
 recipe = "metric"
 dataset = "imagefolder"
@@ -485,8 +488,8 @@ test_fraction = 0.25
 model = "test_resnet"
 pretrained = false
 img_size = 24
-epochs = 6
-batch_size = 4
+epochs = 10
+batch_size = 2
 embedding_dim = 16
 loss = "proxynca"
 unseen_classes = 1
@@ -500,7 +503,7 @@ def test_a_run_stopped_in_its_second_phase_resumes_there_and_matches_a_straight_
 
     from conftest import wait_for
 
-    folder = write_project(tmp_path / "proj", f"[experiments.straight]\n{RESUME_BODY}\n"
+    folder = write_project(tmp_path / "proj", f"[launcher]\njobs = 2\n\n[experiments.straight]\n{RESUME_BODY}\n"
                                               f"[experiments.interrupted]\n{RESUME_BODY}")
     _digit_folders(folder / "digits", classes=4, per_class=8)
     assert expt("run", "straight", cwd=folder).returncode == 0
@@ -510,7 +513,7 @@ def test_a_run_stopped_in_its_second_phase_resumes_there_and_matches_a_straight_
         with Store(folder / "runs.db") as store:
             store.ingest()
             run = store.get("interrupted-1")
-            return run.status == "running" and run.phase == "reduced" and run.epochs == 12 and run.epoch >= 7
+            return run.status == "running" and run.phase == "reduced" and run.epochs == 20 and run.epoch >= 11
 
     wait_for(in_second_phase, timeout=180, interval=0.05, what="the second phase")
     with Store(folder / "runs.db") as store:
@@ -528,7 +531,7 @@ def test_a_run_stopped_in_its_second_phase_resumes_there_and_matches_a_straight_
     assert "resuming reduced at epoch" in (folder / "runs" / "interrupted-1" / "log.txt").read_text()
     with Store(folder / "runs.db") as store:
         straight, interrupted = store.get("straight-1"), store.get("interrupted-1")
-        assert interrupted.status == "completed" and (interrupted.epoch, interrupted.epochs) == (12, 12)
+        assert interrupted.status == "completed" and (interrupted.epoch, interrupted.epochs) == (20, 20)
         assert store.metrics(straight) == store.metrics(interrupted)
         for key in ("precision_at_1", "precision_at_1_2", "map_at_r2", "precision_drop_unseen_classes",
                     "precision_drop_all_classes"):
