@@ -102,6 +102,21 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60, interval: flo
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
+def ingested_run(project: Path, run_id: str):
+    """The run as runs.db has it once everything its worker wrote is ingested."""
+    from expt.store import Store
+
+    with Store(project / "runs.db") as store:
+        store.ingest()
+        return store.get(run_id)
+
+
+def ended(project: Path, run_id: str) -> str | None:
+    """'stopped' or 'completed' once the run has ended so, else None (for ``wait_for``)."""
+    status = ingested_run(project, run_id).status
+    return status if status in ("stopped", "completed") else None
+
+
 @pytest.fixture(scope="session")
 def finished_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project where `expt run tiny` has completed (two real runs); copy it before changing it."""

@@ -17,15 +17,13 @@ import pytest
 from expt.core import runfiles
 from expt.store import Store
 
-from conftest import TINY_TOML, expt, wait_for, write_project
+from conftest import TINY_TOML, expt, ingested_run, wait_for, write_project
 
 pytestmark = pytest.mark.slow
 
 
 def _status(project: Path, run_id: str) -> str:
-    with Store(project / "runs.db") as store:
-        store.ingest()
-        return store.get(run_id).status
+    return ingested_run(project, run_id).status
 
 
 def test_kill_9_is_marked_crashed_with_every_line_kept_then_resumes(tmp_path: Path):
@@ -33,10 +31,8 @@ def test_kill_9_is_marked_crashed_with_every_line_kept_then_resumes(tmp_path: Pa
     assert expt("run", "long", "--detach", cwd=project).returncode == 0
 
     def two_epochs() -> int | None:
-        with Store(project / "runs.db") as store:
-            store.ingest()
-            run = store.get("long-1")
-            return run.pid if run.status == "running" and (run.epoch or 0) >= 2 else None
+        run = ingested_run(project, "long-1")
+        return run.pid if run.status == "running" and (run.epoch or 0) >= 2 else None
 
     pid = wait_for(two_epochs, timeout=120, interval=0.1, what="long-1 to log two epochs")
     # Frozen first, so the line cut off as the process dies is its last one: the detached scheduler, its

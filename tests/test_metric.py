@@ -13,7 +13,7 @@ import orjson
 import pytest
 import torch
 
-from conftest import expt, write_project
+from conftest import ended, expt, ingested_run, write_project
 
 # -- retrieval scores against independent computations -------------------------------------------------------
 
@@ -510,22 +510,14 @@ def test_a_run_stopped_in_its_second_phase_resumes_there_and_matches_a_straight_
     assert expt("run", "interrupted", "--detach", cwd=folder).returncode == 0
 
     def in_second_phase() -> bool:
-        with Store(folder / "runs.db") as store:
-            store.ingest()
-            run = store.get("interrupted-1")
-            return run.status == "running" and run.phase == "reduced" and run.epochs == 20 and run.epoch >= 11
+        run = ingested_run(folder, "interrupted-1")
+        return run.status == "running" and run.phase == "reduced" and run.epochs == 20 and run.epoch >= 11
 
     wait_for(in_second_phase, timeout=180, interval=0.05, what="the second phase")
     with Store(folder / "runs.db") as store:
         os.kill(store.get("interrupted-1").pid, signal.SIGTERM)  # what `expt stop` sends, without its start-up
 
-    def ended() -> str | None:
-        with Store(folder / "runs.db") as store:
-            store.ingest()
-            status = store.get("interrupted-1").status
-            return status if status in ("stopped", "completed") else None
-
-    assert wait_for(ended, timeout=120, what="the stop") == "stopped"
+    assert wait_for(lambda: ended(folder, "interrupted-1"), timeout=120, what="the stop") == "stopped"
     resumed = expt("resume", "interrupted-1", cwd=folder)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming reduced at epoch" in (folder / "runs" / "interrupted-1" / "log.txt").read_text()

@@ -9,7 +9,7 @@ import pytest
 from expt.core import runfiles
 from expt.store import Store
 
-from conftest import expt, wait_for, write_project
+from conftest import ended, expt, ingested_run, wait_for, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -41,22 +41,14 @@ def test_stopped_and_resumed_run_matches_one_that_ran_straight_through(tmp_path:
     assert expt("run", "interrupted", "--detach", cwd=project).returncode == 0
 
     def partway() -> bool:
-        with Store(project / "runs.db") as store:
-            store.ingest()
-            run = store.get("interrupted-1")
-            return run.status == "running" and (run.epoch or 0) >= 2
+        run = ingested_run(project, "interrupted-1")
+        return run.status == "running" and (run.epoch or 0) >= 2
 
     wait_for(partway, timeout=120, interval=0.05, what="interrupted-1 to reach epoch 3")
     stopped = expt("stop", "interrupted-1", cwd=project)
     assert "stopping" in stopped.stdout, stopped.stdout + stopped.stderr
 
-    def ended() -> str | None:
-        with Store(project / "runs.db") as store:
-            store.ingest()
-            status = store.get("interrupted-1").status
-            return status if status in ("stopped", "completed") else None
-
-    assert wait_for(ended, timeout=120, what="the stop") == "stopped"
+    assert wait_for(lambda: ended(project, "interrupted-1"), timeout=120, what="the stop") == "stopped"
     resumed = expt("resume", "interrupted-1", cwd=project)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming at epoch" in (project / "runs" / "interrupted-1" / "log.txt").read_text()

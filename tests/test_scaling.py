@@ -18,7 +18,7 @@ from expt.core.recipes import scaling
 from expt.core.recipes.scaling import SEED_STAGES
 from expt.store import Store
 
-from conftest import expt, wait_for, write_project
+from conftest import ended, expt, ingested_run, wait_for, write_project
 
 SEED_GRID = {(1.2, 1.05, 1.23), (1.2, 1.23, 1.05), (1.4, 1.02, 1.17), (1.4, 1.05, 1.14), (1.4, 1.14, 1.05),
              (1.4, 1.17, 1.02)}
@@ -378,24 +378,16 @@ def test_a_run_stopped_in_its_fixres_phase_resumes_to_the_same_figures(tmp_path:
     assert expt("run", "interrupted", "--detach", cwd=project).returncode == 0
 
     def in_fixres() -> bool:
-        with Store(project / "runs.db") as store:
-            store.ingest()
-            run = store.get("interrupted-1")
-            return run.status == "running" and run.phase == "fixres"
+        run = ingested_run(project, "interrupted-1")
+        return run.status == "running" and run.phase == "fixres"
 
     wait_for(in_fixres, timeout=180, interval=0.05, what="the FixRes phase")
     assert expt("stop", "interrupted-1", cwd=project).returncode == 0
 
-    def ended() -> str | None:
-        with Store(project / "runs.db") as store:
-            store.ingest()
-            status = store.get("interrupted-1").status
-            return status if status in ("stopped", "completed") else None
-
-    assert wait_for(ended, timeout=120, what="the stop") == "stopped"
+    assert wait_for(lambda: ended(project, "interrupted-1"), timeout=120, what="the stop") == "stopped"
     assert (project / "runs" / "interrupted-1" / "checkpoint-fixres.pt").is_file()
     assert expt("resume", "interrupted-1", cwd=project).returncode == 0
-    wait_for(lambda: ended() == "completed", timeout=180, what="the resumed run")
+    wait_for(lambda: ended(project, "interrupted-1") == "completed", timeout=180, what="the resumed run")
     with Store(project / "runs.db") as store:
         store.ingest()
         straight, resumed = store.get("straight-1"), store.get("interrupted-1")
