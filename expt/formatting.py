@@ -7,6 +7,7 @@ The CLI (``expt.cli.render``) and the TUI (``expt.tui.format``) are independent 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Sequence
 
 from rich.text import Text
@@ -15,6 +16,22 @@ STATUS_STYLES = {
     "queued": "dim", "starting": "cyan", "running": "bold cyan", "completed": "green",
     "failed": "bold red", "stopped": "yellow", "crashed": "bold magenta",
 }
+
+
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def inert(text: object) -> str:
+    """User text made safe for a terminal: control codes and bidi overrides are shown escaped (``\\x1b``), never obeyed.
+
+    Newlines and tabs stay; markup is the caller's concern (rich ``Text``, ``markup=False``).
+    """
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+
+
+def plain(text: object, style: str = "") -> Text:
+    """User text as a rich Text: never parsed as markup, control codes made inert."""
+    return Text(inert(text), style=style)
 
 
 def status_text(status: str) -> Text:
@@ -56,8 +73,8 @@ def number(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(number(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}={number(v)}" for k, v in value.items()) + "}"
-    return str(value)
+        return "{" + ", ".join(f"{inert(k)}={number(v)}" for k, v in value.items()) + "}"
+    return inert(value)
 
 
 def tables_digest(tables: Sequence[dict[str, Any]]) -> str:

@@ -14,9 +14,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from expt.errors import ExptError
+from expt.formatting import inert
 from expt.project import Project, find_project
 
-console = Console(highlight=False)
+console = Console(highlight=False, markup=False)  # user text is data: style with Text, never markup
 err_console = Console(stderr=True, highlight=False)
 
 
@@ -28,7 +29,7 @@ class _Group(typer.core.TyperGroup):
             return super().invoke(ctx)
         except ExptError as error:
             for line in str(error).splitlines() or ["unknown error"]:
-                err_console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
+                err_console.print(f"[bold red]error:[/] {escape(inert(line))}", soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
 
 

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from expt import analysis
 from expt.cli import app, console, project
+from expt.formatting import inert, plain
 from expt.cli.render import (curves_chart, duration, number, params_text, runs_table, stat, status_text,
                               when)
 from expt.core import runfiles, scheduler
@@ -67,7 +68,7 @@ def ls(
     differing = analysis.differing_keys([r.params for r in runs])
     console.print(runs_table(runs, differing))
     if len(runs) < total and not refs:
-        console.print(f"[dim]{len(runs)} of {total} runs; `expt ls -n 0` shows all[/]")
+        console.print(Text(f"{len(runs)} of {total} runs; `expt ls -n 0` shows all", style="dim"))
 
 
 @app.command()
@@ -90,12 +91,12 @@ def show(
             data["tables"] = {p.stem: dict(zip(("columns", "rows"), read_table(p))) for p in _table_files(run)}
         _print_json(data)
         return
-    header = Text.assemble((run.id, "bold"), "  ", status_text(run.status), f"  {run.experiment} / {run.recipe}")
+    header = Text.assemble((inert(run.id), "bold"), "  ", status_text(run.status), inert(f"  {run.experiment} / {run.recipe}"))
     console.print(header)
     if run.description:
-        console.print(f"[dim]{run.description}[/]")
+        console.print(plain(run.description, "dim"))
     if run.error:
-        console.print(f"[red]error: {run.error}[/]")
+        console.print(plain(f"error: {run.error}", "red"))
     console.print(f"created {when(run.created_at)}  started {when(run.started_at)}  ended {when(run.ended_at)}  "
                   f"({duration(run.duration)})  device {run.device or '-'}")
     console.print(_key_values("params", run.params, highlight=set(run.varying)))
@@ -108,7 +109,7 @@ def show(
         for path in _table_files(run):
             columns, rows = read_table(path)
             console.print(_rows_table(path.stem, columns, rows))
-    console.print(f"[dim]folder {run.run_dir}\nlog    {run.path / runfiles.LOG}[/]")
+    console.print(plain(f"folder {run.run_dir}\nlog    {run.path / runfiles.LOG}", "dim"))
 
 
 def one_run(store: Store, ref: str) -> Run:
@@ -131,7 +132,7 @@ def _key_values(title: str, values: dict, highlight: set[str] = frozenset()) -> 
     table.add_column(overflow="fold")
     for key, value in values.items():
         style = "bold yellow" if key in highlight else ""
-        table.add_row(key, Text(number(value), style=style))
+        table.add_row(inert(key), Text(number(value), style=style))
     return table
 
 

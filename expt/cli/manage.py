@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from expt.cli import app, console, project
+from expt.formatting import inert
 from expt.cli.render import number
 from expt.config import load_config
 from expt.core.recipes import all_recipes, get_recipe
@@ -35,7 +36,7 @@ def experiments(json_output: Annotated[bool, typer.Option("--json", help="Print 
         table.add_column(column, justify=justify, overflow="fold")
     for row in rows:
         runs = str(row["runs"]) + (f" (+{row['skipped']} skipped)" if row["skipped"] else "")
-        table.add_row(row["name"], row["recipe"], runs, row["description"])
+        table.add_row(inert(row["name"]), row["recipe"], runs, inert(row["description"]))
     console.print(table)
 
 
@@ -50,10 +51,10 @@ def recipes(name: Annotated[Optional[str], typer.Argument(help="A recipe to desc
             table.add_row(recipe.name, f"{recipe.goal} {recipe.metric}", str(len(recipe.params.names())),
                           recipe.description)
         console.print(table)
-        console.print("[dim]`expt recipes NAME` lists a recipe's parameters[/]")
+        console.print(Text("`expt recipes NAME` lists a recipe's parameters", style="dim"))
         return
     recipe = get_recipe(name)
-    console.print(f"[bold]{recipe.name}[/]: {recipe.description} (ranks runs by {recipe.goal} {recipe.metric})")
+    console.print(Text.assemble((recipe.name, "bold"), f": {recipe.description} (ranks runs by {recipe.goal} {recipe.metric})"))
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("parameter", "type", "default", "allowed", "meaning"):
         table.add_column(column, overflow="fold")

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from expt.analysis import Stat
-from expt.formatting import STATUS_STYLES, duration, number, status_text, tables_digest  # noqa: F401
+from expt.formatting import STATUS_STYLES, duration, inert, number, status_text, tables_digest  # noqa: F401
 from expt.formatting import spread as spread_text
 from expt.store import Run
 
@@ -32,7 +32,7 @@ def stat(value: Stat | None, spread: bool = False) -> str:
 
 
 def params_text(params: dict[str, Any], keys: Sequence[str]) -> str:
-    return " ".join(f"{k}={number(params.get(k))}" for k in keys if k in params)
+    return " ".join(f"{inert(k)}={number(params.get(k))}" for k in keys if k in params)
 
 
 def progress(run: Run) -> str:
@@ -55,8 +55,8 @@ def runs_table(runs: Sequence[Run], differing: Sequence[str], title: str | None 
     for run in runs:
         best = run.best
         best_text = f"{number(best)}" if best is not None else ""
-        table.add_row(run.id, status_text(run.status),
-                      params_text(run.params, differing) if differing else run.experiment,
+        table.add_row(inert(run.id), status_text(run.status),
+                      params_text(run.params, differing) if differing else inert(run.experiment),
                       best_text, progress(run), duration(run.duration), when(run.created_at))
     return table
 

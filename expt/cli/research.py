@@ -11,6 +11,7 @@ from rich.table import Table
 
 from expt import analysis
 from expt.cli import app, console, project
+from expt.formatting import inert
 from expt.cli.browse import one_run, refresh
 from expt.cli.render import Series, curves_chart, number, params_text
 from expt.errors import UsageError
@@ -158,7 +159,7 @@ def import_timm(
     with open_store(proj.db_path) as store:
         for run, created in import_folders(store, proj, folders, experiment):
             if created:
-                console.print(f"imported {run.id} from {run.description}: {run.summary.get('epochs')} epochs, "
-                              f"best eval_top1 {number(run.best)} (epoch {run.summary.get('best_epoch')})")
+                console.print(inert(f"imported {run.id} from {run.description}: {run.summary.get('epochs')} epochs, "
+                              f"best eval_top1 {number(run.best)} (epoch {run.summary.get('best_epoch')})"))
             else:
-                console.print(f"[dim]already imported as {run}[/]")
+                console.print(inert(f"already imported as {run}"), style="dim")

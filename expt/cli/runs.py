@@ -9,8 +9,10 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from expt.cli import app, console, err_console, project
+from expt.formatting import inert, plain
 from expt.cli.render import duration, number, params_text, status_text
 from expt.config import load_config
 from expt.core import launcher, scheduler
@@ -58,10 +60,10 @@ def run(
         runs = launcher.enqueue(store, proj, the_plan)
         settings.save(proj)
         for varying, reason in the_plan.expansion.skipped:
-            console.print(f"[dim]skipped {launcher.describe_point(varying)}: {reason}[/]")
+            console.print(plain(f"skipped {launcher.describe_point(varying)}: {reason}", "dim"))
         where = ", ".join(s.name for s in settings.slots()) if settings.backend == "local" else "slurm"
-        console.print(f"[bold]{name}[/]: {len(runs)} run{'s' * (len(runs) != 1)} queued "
-                      f"({runs[0].id} .. {runs[-1].id}) on {where}")
+        console.print(Text.assemble((inert(name), "bold"), f": {len(runs)} run{'s' * (len(runs) != 1)} queued "
+                                    f"({inert(runs[0].id)} .. {inert(runs[-1].id)}) on {where}"))
         if detach:
             started = scheduler.ensure_scheduler(proj, store)
             console.print("a background scheduler is running them" + ("" if started else " (already running)") +
@@ -80,17 +82,17 @@ def _print_plan(the_plan: launcher.Plan) -> None:
         table.add_row(str(i), *(number(point.varying.get(k)) for k in keys))
     console.print(table)
     for varying, reason in the_plan.expansion.skipped:
-        console.print(f"[dim]skipped {launcher.describe_point(varying)}: {reason}[/]")
+        console.print(plain(f"skipped {launcher.describe_point(varying)}: {reason}", "dim"))
 
 
 def _follow(store: Store, proj, run_ids: list[str]) -> None:
     sched = scheduler.Scheduler(proj)
     previous = signal.signal(signal.SIGHUP, _on_hangup)
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24),
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(bar_width=24),
                         TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console, transient=True)
     tasks: dict[str, int] = {}
     finished: set[str] = set()
-    overall = progress.add_task(f"[bold]{len(run_ids)} runs[/]", total=len(run_ids), detail="")
+    overall = progress.add_task(f"{len(run_ids)} runs", total=len(run_ids), detail="")
     stopping = False
     final: list[Run] = []
     try:
@@ -109,8 +111,8 @@ def _follow(store: Store, proj, run_ids: list[str]) -> None:
                     stopping = True
                     active = [r for r in (store.get(i) for i in run_ids) if r and r.status not in FINAL_STATUSES]
                     for note in scheduler.stop(store, active):
-                        progress.console.print(f"[yellow]{note}[/]")
-                    progress.console.print("[yellow]stopping; Ctrl-C again to leave without waiting[/]")
+                        progress.console.print(plain(note, "yellow"))
+                    progress.console.print(Text("stopping; Ctrl-C again to leave without waiting", style="yellow"))
                     runs_iter = launcher.watch(store, sched, run_ids)
     except KeyboardInterrupt:
         err_console.print("left the runs to stop on their own; see `expt ps`")
@@ -133,15 +135,15 @@ def _follow(store: Store, proj, run_ids: list[str]) -> None:
 def _render(progress: Progress, tasks: dict[str, int], finished: set[str], runs: list[Run], overall: int) -> None:
     differing = _varying_keys(runs)
     for run in runs:
-        label = f"[bold]{run.id}[/] {params_text(run.params, differing)}".rstrip()
+        label = inert(f"{run.id} {params_text(run.params, differing)}".rstrip())
         if run.status in FINAL_STATUSES:
             if run.id not in finished:
                 finished.add(run.id)
                 if run.id in tasks:
                     progress.remove_task(tasks.pop(run.id))
                 line = launcher.summary_line(run, digits=4)
-                progress.console.print(f"{_mark(run.status)} {label}", status_text(run.status),
-                                       f"{line} [dim]{duration(run.duration)}[/]")
+                progress.console.print(Text.assemble(_mark(run.status), " ", (label, "bold")), status_text(run.status),
+                                       Text.assemble(inert(line), " ", (duration(run.duration), "dim")))
             continue
         if run.status == "queued":
             continue
@@ -155,7 +157,8 @@ def _render(progress: Progress, tasks: dict[str, int], finished: set[str], runs:
 
 
 def _mark(status: str) -> str:
-    return {"completed": "[green]✓[/]", "stopped": "[yellow]■[/]"}.get(status, "[red]✗[/]")
+    mark, style = {"completed": ("✓", "green"), "stopped": ("■", "yellow")}.get(status, ("✗", "red"))
+    return Text(mark, style=style)
 
 
 def _varying_keys(runs: list[Run]) -> list[str]:
@@ -250,4 +253,4 @@ def ps(json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
                           f"{r.epoch}/{r.epochs}" if r.epochs else "",
                           duration(now - r.started_at) if r.started_at else "", r.host or "")
         console.print(table if active else "nothing queued or running")
-        console.print(f"[dim]scheduler: {'running' if owner else 'not running'}[/]")
+        console.print(Text(f"scheduler: {'running' if owner else 'not running'}", style="dim"))
