@@ -135,8 +135,12 @@ def test_runs_filter_sort_select_compare_samples_detail(finished_copy: Path):
             first_metric = compare.metric
             await until_shown(pilot, app, f"{first_metric} per epoch")
             await pilot.press("m")
-            await until(pilot, lambda: f"{first_metric} per epoch" not in screen_text(app) and
-                        f"{compare.metric} per epoch" in screen_text(app), what="the next metric's chart")
+
+            def next_chart_shown() -> bool:
+                shown = screen_text(app)
+                return f"{first_metric} per epoch" not in shown and f"{compare.metric} per epoch" in shown
+
+            await until(pilot, next_chart_shown, what="the next metric's chart")
 
             # samples of the compared runs: real images per class, n for the other run
             await pilot.press("i")
@@ -325,9 +329,8 @@ def test_launch_from_the_tui_and_watch_queued_to_completed(project_dir: Path):
     async def scenario():
         app = make_app(project_dir)
         async with app.run_test(size=(80, 24), notifications=True, message_hook=record) as pilot:
-            await until(pilot, lambda: "no runs yet" in str(app.runs_screen.query_one("#runs-status").render()),
-                        what="the empty runs table's message")
             await until_shown(pilot, app, "no runs yet")
+            assert "no runs yet" in str(app.runs_screen.query_one("#runs-status").render())
             await pilot.press("2")
             await until(pilot, lambda: app.experiments_screen.table.row_count == 2, what="the experiments")
             await pilot.press("enter")

@@ -16,9 +16,8 @@ from rich.text import Text
 
 from expt import analysis
 from expt.cli import app, console, project
-from expt.formatting import inert, plain
-from expt.cli.render import (curves_chart, duration, number, params_text, runs_table, stat, status_text,
-                              when)
+from expt.cli.render import (curves_chart, duration, inert, number, params_text, plain, runs_table, stat,
+                              status_text, when)
 from expt.core import runfiles, scheduler
 from expt.core.runfiles import FINAL_STATUSES
 from expt.core.tracking import read_table
@@ -91,7 +90,8 @@ def show(
             data["tables"] = {p.stem: dict(zip(("columns", "rows"), read_table(p))) for p in _table_files(run)}
         _print_json(data)
         return
-    header = Text.assemble((inert(run.id), "bold"), "  ", status_text(run.status), inert(f"  {run.experiment} / {run.recipe}"))
+    header = Text.assemble((inert(run.id), "bold"), "  ", status_text(run.status),
+                           inert(f"  {run.experiment} / {run.recipe}"))
     console.print(header)
     if run.description:
         console.print(plain(run.description, "dim"))

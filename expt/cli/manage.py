@@ -10,8 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from expt.cli import app, console, project
-from expt.formatting import inert
-from expt.cli.render import number
+from expt.cli.render import inert, number
 from expt.config import load_config
 from expt.core.recipes import all_recipes, get_recipe
 from expt.errors import UsageError
@@ -54,7 +53,8 @@ def recipes(name: Annotated[Optional[str], typer.Argument(help="A recipe to desc
         console.print(Text("`expt recipes NAME` lists a recipe's parameters", style="dim"))
         return
     recipe = get_recipe(name)
-    console.print(Text.assemble((recipe.name, "bold"), f": {recipe.description} (ranks runs by {recipe.goal} {recipe.metric})"))
+    console.print(Text.assemble((recipe.name, "bold"),
+                                f": {recipe.description} (ranks runs by {recipe.goal} {recipe.metric})"))
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("parameter", "type", "default", "allowed", "meaning"):
         table.add_column(column, overflow="fold")

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from expt.analysis import Stat
-from expt.formatting import STATUS_STYLES, duration, inert, number, status_text, tables_digest  # noqa: F401
+from expt.formatting import STATUS_STYLES, duration, inert, number, plain, status_text, tables_digest  # noqa: F401
 from expt.formatting import spread as spread_text
 from expt.store import Run
 

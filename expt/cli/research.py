@@ -11,9 +11,8 @@ from rich.table import Table
 
 from expt import analysis
 from expt.cli import app, console, project
-from expt.formatting import inert
 from expt.cli.browse import one_run, refresh
-from expt.cli.render import Series, curves_chart, number, params_text
+from expt.cli.render import Series, curves_chart, inert, number, params_text
 from expt.errors import UsageError
 from expt.store import Run, open_store
 
@@ -48,7 +47,7 @@ def samples(
     table.add_column("n", justify="right")
     table.add_column("images (source)", overflow="fold")
     for name, items in by_class(chosen).items():
-        table.add_row(name, str(len(items)), ", ".join(s.source for s in items))
+        table.add_row(inert(name), str(len(items)), inert(", ".join(s.source for s in items)))
     console.print(table)
 
 

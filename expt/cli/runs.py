@@ -12,8 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from expt.cli import app, console, err_console, project
-from expt.formatting import inert, plain
-from expt.cli.render import duration, number, params_text, status_text
+from expt.cli.render import duration, inert, number, params_text, plain, status_text
 from expt.config import load_config
 from expt.core import launcher, scheduler
 from expt.core.runfiles import FINAL_STATUSES
@@ -89,7 +88,8 @@ def _follow(store: Store, proj, run_ids: list[str]) -> None:
     sched = scheduler.Scheduler(proj)
     previous = signal.signal(signal.SIGHUP, _on_hangup)
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(bar_width=24),
-                        TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console, transient=True)
+                        TextColumn("{task.fields[detail]}", markup=False), TimeElapsedColumn(), console=console,
+                        transient=True)
     tasks: dict[str, int] = {}
     finished: set[str] = set()
     overall = progress.add_task(f"{len(run_ids)} runs", total=len(run_ids), detail="")
@@ -135,7 +135,7 @@ def _follow(store: Store, proj, run_ids: list[str]) -> None:
 def _render(progress: Progress, tasks: dict[str, int], finished: set[str], runs: list[Run], overall: int) -> None:
     differing = _varying_keys(runs)
     for run in runs:
-        label = inert(f"{run.id} {params_text(run.params, differing)}".rstrip())
+        label = f"{inert(run.id)} {params_text(run.params, differing)}".rstrip()
         if run.status in FINAL_STATUSES:
             if run.id not in finished:
                 finished.add(run.id)
@@ -156,7 +156,7 @@ def _render(progress: Progress, tasks: dict[str, int], finished: set[str], runs:
     progress.update(overall, completed=len(finished))
 
 
-def _mark(status: str) -> str:
+def _mark(status: str) -> Text:
     mark, style = {"completed": ("✓", "green"), "stopped": ("■", "yellow")}.get(status, ("✗", "red"))
     return Text(mark, style=style)
 
