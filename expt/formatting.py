@@ -18,13 +18,13 @@ STATUS_STYLES = {
 }
 
 
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]|\r(?!\n)")
 
 
 def inert(text: object) -> str:
     """User text made safe for a terminal: control codes and bidi overrides are shown escaped (``\\x1b``), never obeyed.
 
-    Newlines and tabs stay; markup is the caller's concern (rich ``Text``, ``markup=False``).
+    Newlines (``\\n``, ``\\r\\n``) and tabs stay; markup is the caller's concern (rich ``Text``, ``markup=False``).
     """
     return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
 

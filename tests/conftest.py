@@ -7,6 +7,7 @@ takes seconds on two cores.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from typing import Callable
 
 import orjson
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 TINY_TOML = """\
@@ -46,6 +48,15 @@ epochs = 200
 batch_size = 10
 lr = 0.05
 """
+
+
+MARKUP = "[/] [bold red]loud[/] [link=file:///etc/passwd]x[/link]"  # what rich or Textual could take for markup
+CONTROL = "\x1b[31mred \x1b]8;;http://evil\x07link over\rwrite nul\x00 \u202eevil\u200f"  # and for the terminal
+
+
+def toml_string(text: str) -> str:
+    """``text`` as a TOML basic string, every character that is not printable as its \\u escape."""
+    return '"' + "".join(c if c.isprintable() and c not in '"\\' else f"\\u{ord(c):04x}" for c in text) + '"'
 
 
 def write_project(folder: Path, text: str = TINY_TOML) -> Path:
@@ -84,9 +95,9 @@ def cli() -> Cli:
     return Cli()
 
 
-def expt(*args: str, cwd: Path, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    """``expt`` as a real subprocess."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "100"}
+def expt(*args: str, cwd: Path, timeout: float = 300, columns: int = 100, **kwargs) -> subprocess.CompletedProcess:
+    """``expt`` as a real subprocess in a terminal ``columns`` wide."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": str(columns)}
     env.pop("EXPT_FILE", None)
     return subprocess.run([sys.executable, "-m", "expt", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env, **kwargs)
@@ -138,3 +149,29 @@ def finished_copy(finished_project: Path, tmp_path: Path, monkeypatch: pytest.Mo
     with Store(target / "runs.db") as store:
         store.reindex(target / "runs")
     return target
+
+
+# -- the TUI as the user sees it -----------------------------------------------------------------------------
+
+async def until(pilot, predicate: Callable[[], object], timeout: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+def screen_text(app) -> str:
+    """The terminal as the user sees it now: the composed screen (toasts and dialogs included) as plain text."""
+    console = Console(width=app.size.width, height=app.size.height, file=io.StringIO(), force_terminal=True,
+                      color_system="truecolor", record=True, legacy_windows=False, safe_box=False)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text(styles=False)
+
+
+async def until_shown(pilot, app, *texts: str, timeout: float = 30) -> None:
+    try:
+        await until(pilot, lambda: all(t in screen_text(app) for t in texts), timeout=timeout)
+    except AssertionError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {texts}; the screen:\n{screen_text(app)}")

@@ -8,17 +8,13 @@ processes, and stop/resume signal real workers.
 from __future__ import annotations
 
 import asyncio
-import io
 import shutil
-import time
 from pathlib import Path
-from typing import Callable
 
 import orjson
 import pytest
-from rich.console import Console
 
-from conftest import expt, wait_for, write_project
+from conftest import expt, screen_text, until, until_shown, wait_for, write_project
 from expt.project import Project
 from expt.store import Store
 from expt.tui.app import ExptApp, create_app
@@ -30,28 +26,6 @@ def make_app(folder: Path, **options) -> ExptApp:
 
 def run(coroutine) -> None:
     asyncio.run(coroutine)
-
-
-async def until(pilot, predicate: Callable[[], object], timeout: float = 30, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await pilot.pause(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-
-
-def screen_text(app: ExptApp) -> str:
-    """The terminal as the user sees it now: the composed screen (toasts and dialogs included) as plain text."""
-    console = Console(width=app.size.width, height=app.size.height, file=io.StringIO(), force_terminal=True,
-                      color_system="truecolor", record=True, legacy_windows=False, safe_box=False)
-    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
-    return console.export_text(styles=False)
-
-
-async def until_shown(pilot, app: ExptApp, *texts: str, timeout: float = 30) -> None:
-    await until(pilot, lambda: all(t in screen_text(app) for t in texts), timeout=timeout,
-                what=f"{texts} on screen")
 
 
 def table_text(table) -> list[dict[str, str]]:

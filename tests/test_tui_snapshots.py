@@ -20,6 +20,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 from textual.worker import WorkerState
 
+from conftest import CONTROL, MARKUP, toml_string, write_project
 from expt.project import Project
 from expt.store import Store
 from expt.tui.app import ExptApp, create_app
@@ -55,12 +56,13 @@ T0 = 1_700_000_000.0  # 2023-11-14, the time every timm folder pretends to start
 SIZE = (80, 24)
 
 
-def write_timm_folder(folder: Path, model: str, lr: float, top1: list[float], minutes_per_epoch: int) -> None:
+def write_timm_folder(folder: Path, model: str, lr: float, top1: list[float], minutes_per_epoch: int,
+                      **extra: str) -> None:
     import yaml
     from timm.utils import update_summary
 
     folder.mkdir(parents=True)
-    args = {"model": model, "lr": lr, "epochs": len(top1), "batch_size": 32, "opt": "sgd"}
+    args = {"model": model, "lr": lr, "epochs": len(top1), "batch_size": 32, "opt": "sgd", **extra}
     (folder / "args.yaml").write_text(yaml.safe_dump(args, default_flow_style=False))
     for epoch, value in enumerate(top1):
         update_summary(epoch, OrderedDict(loss=2.2 - 0.25 * epoch), OrderedDict(loss=1.9 - 0.2 * epoch, top1=value,
@@ -161,6 +163,31 @@ def test_compare_screen(snap_compare, snapshot_project: Path):
 def test_help_screen(snap_compare, snapshot_project: Path):
     assert snap_compare(make_app(snapshot_project), terminal_size=SIZE,
                         run_before=lambda pilot: settle(pilot, "question_mark"))
+
+
+@pytest.fixture(scope="module")
+def hostile_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A description and imported args.yaml values that hold markup and control codes."""
+    from expt import timm_import
+
+    root = tmp_path_factory.mktemp("hostile") / "proj"
+    write_project(root, SNAPSHOT_TOML.replace('"a tiny test experiment"', toml_string(f"{MARKUP} {CONTROL}")))
+    sources = root.parent / "timm-output"
+    write_timm_folder(sources / "20231114-resnet18", "resnet18", 0.1, [31.5, 52.0, 61.8], 7,
+                      data_dir=f"/data/{MARKUP}", experiment=CONTROL)
+    with Store(Project(root / "experiments.toml").db_path) as store:
+        timm_import.import_folders(store, Project(root / "experiments.toml"), [sources])
+    return root
+
+
+def test_hostile_text_on_the_experiments_screen(snap_compare, hostile_project: Path):
+    """The description as written: its markup as text, its control codes escaped."""
+    assert snap_compare(make_app(hostile_project), terminal_size=SIZE, run_before=lambda pilot: settle(pilot, "2"))
+
+
+def test_hostile_text_in_a_run_detail(snap_compare, hostile_project: Path):
+    assert snap_compare(make_app(hostile_project), terminal_size=SIZE,
+                        run_before=lambda pilot: settle(pilot, "enter"))
 
 
 @pytest.fixture

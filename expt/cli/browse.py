@@ -219,7 +219,7 @@ def _print_tail(path: Path, lines: int) -> int:
         return 0
     text = data.decode(errors="replace")
     chunks = text.splitlines(keepends=True)
-    sys.stdout.write("".join(chunks[-lines:] if lines else chunks))
+    sys.stdout.write(inert("".join(chunks[-lines:] if lines else chunks)))
     sys.stdout.flush()
     return len(data)
 
@@ -232,7 +232,7 @@ def _print_new(path: Path, offset: int) -> int:
     except FileNotFoundError:
         return offset
     if data:
-        sys.stdout.write(data.decode(errors="replace"))
+        sys.stdout.write(inert(data.decode(errors="replace")))
         sys.stdout.flush()
     return offset + len(data)
 
@@ -385,11 +385,11 @@ def export(
             lines += ["| " + " | ".join(_cell(row.get(c)).replace("|", "\\|") for c in columns) + " |"
                       for row in rows]
             text = "\n".join(lines) + "\n"
-    if output is None:
-        sys.stdout.write(text)
+    if output is None:  # a terminal, most often: control codes escaped (in JSON the escape means the same)
+        sys.stdout.write(inert(text))
     else:
         output.write_text(text)
-        console.print(f"wrote {len(runs)} runs to {output}")
+        console.print(inert(f"wrote {len(runs)} runs to {output}"))
 
 
 def _cell(value: object) -> str:

@@ -19,6 +19,7 @@ from expt.core import runfiles
 from expt.core.runfiles import FINAL_STATUSES
 from expt.core.tracking import read_table
 from expt.errors import UsageError
+from expt.formatting import inert
 from expt.project import Project
 from expt.store import Run, Store
 from expt.tui.messages import (ActionDone, CompareLoaded, LaunchPlanned, RunLoaded, RunsLoaded, RunUpdated,
@@ -93,7 +94,7 @@ def _read_log(path: Path, offset: int, tail: int | None = None) -> tuple[list[st
     end = data.rfind(b"\n")
     if end < 0:
         return [], offset
-    lines = data[: end + 1].decode(errors="replace").splitlines()
+    lines = [inert(line.removesuffix("\r")) for line in data[:end].decode(errors="replace").split("\n")]
     return (lines[-tail:] if tail is not None else lines), offset + end + 1
 
 

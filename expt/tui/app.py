@@ -26,6 +26,7 @@ from expt.project import Project
 from expt.store import Run
 from expt.tui import actions
 from expt.tui.feed import LiveFeed
+from expt.tui.format import as_markup, inert
 from expt.tui.messages import ActionDone, ConfigLoaded, RunsChanged
 from expt.tui.screens.experiments import ExperimentsScreen
 from expt.tui.screens.runs import RunsScreen
@@ -193,7 +194,7 @@ class ExptApp(App[None]):
 
     def on_action_done(self, message: ActionDone) -> None:
         for line in message.lines:
-            self.notify(line, title=message.action, timeout=6)
+            self.notify(inert(line), title=message.action, timeout=6, markup=False)
         self.feed.poke()
         if message.action == "launch":
             self.action_go("runs")
@@ -206,10 +207,11 @@ class ExptApp(App[None]):
         """A user's mistake is its one-line message(s); anything else says what failed and why."""
         if isinstance(error, ExptError):
             for line in str(error).splitlines() or [type(error).__name__]:
-                self.notify(line, severity="error", timeout=10)
+                self.notify(inert(line), severity="error", timeout=10, markup=False)
             return
         self.log.error("".join(traceback.format_exception(error)))
-        self.notify(f"{what or 'a task'} failed: {type(error).__name__}: {error}", severity="error", timeout=10)
+        self.notify(inert(f"{what or 'a task'} failed: {type(error).__name__}: {error}"), severity="error",
+                    timeout=10, markup=False)
 
     # -- the command palette ---------------------------------------------------------------------------
 
@@ -224,7 +226,8 @@ class ExptApp(App[None]):
         yield SystemCommand("Show all runs", "Clear the runs filter", lambda: self.show_runs(""), discover=False)
         config = self.experiments_screen.config
         for experiment in config.experiments if config else []:
-            yield SystemCommand(f"Launch {experiment.name}", f"{experiment.runs} runs: {experiment.description}",
+            described = as_markup(f"{experiment.runs} runs: {experiment.description}")
+            yield SystemCommand(f"Launch {experiment.name}", described,
                                 lambda name=experiment.name: self._launch_from_palette(name))
         if isinstance(screen, RunsScreen) or screen is self.runs_screen:
             for name, action, what in (("Compare selected runs", "compare", "c"), ("Stop", "stop", "s"),
@@ -234,7 +237,7 @@ class ExptApp(App[None]):
                 yield SystemCommand(name, f"On the runs table ({what})",
                                     lambda a=action: getattr(self.runs_screen, f"action_{a}")())
         for row in list(self.runs_screen.table.rows_by_rid.values())[:500]:
-            yield SystemCommand(f"Open {row.id}", f"{row.run.status} {row.run.experiment}",
+            yield SystemCommand(as_markup(f"Open {row.id}"), as_markup(f"{row.run.status} {row.run.experiment}"),
                                 lambda i=row.id: self.open_run(i), discover=False)
         yield SystemCommand("Quit", "Leave the TUI; runs go on (q)", self.action_quit_app)
         yield from (c for c in super().get_system_commands(screen) if c.title in ("Theme", "Screenshot", "Keys"))

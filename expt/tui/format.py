@@ -1,7 +1,8 @@
 """How the TUI writes numbers, durations, statuses and trends: plain strings and rich Text, no I/O.
 
 What the CLI formats too (numbers, durations, statuses) comes from ``expt.formatting``; this module
-adds what only the TUI draws.
+adds what only the TUI draws. User text (descriptions, params, run names, errors, log lines) reaches a
+widget as ``plain`` Text or through ``markup=False``, never as a markup string.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from expt.formatting import STATUS_STYLES, duration, number, spread, status_text  # noqa: F401
+from textual.markup import escape
+
+from expt.formatting import STATUS_STYLES, duration, inert, number, plain, spread, status_text  # noqa: F401
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -28,3 +31,9 @@ def sparkline(values: Sequence[float | None], width: int = 12) -> str:
 
 def truncate(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def as_markup(text: object) -> str:
+    """User text for the few places that take only a markup string (the command palette's help): inert,
+    its brackets escaped."""
+    return escape(inert(text))

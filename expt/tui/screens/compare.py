@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Footer, Static
 from expt import analysis
 from expt.store import Run
 from expt.tui import actions
-from expt.tui.format import number, spread, truncate
+from expt.tui.format import inert, number, plain, spread, truncate
 from expt.tui.messages import CompareLoaded, RunsChanged
 from expt.tui.screens.base import ExptScreen
 from expt.tui.widgets.metric_chart import MetricChart
@@ -120,12 +120,12 @@ class CompareScreen(ExptScreen):
         config.clear(columns=True)
         config.add_column("param", key="param")
         for i, label in enumerate(labels):
-            config.add_column(label, key=f"g{i}")
+            config.add_column(plain(label), key=f"g{i}")
         for key in differing:
-            config.add_row(Text(key, style="dim"), *(Text(number(p.get(key)), justify="right") for p in params))
+            config.add_row(plain(key, style="dim"), *(Text(number(p.get(key)), justify="right") for p in params))
         if not differing:
             config.add_row(Text("(no differences)", style="dim"), *("" for _ in labels))
-        folded = f" {len(same)} identical keys: " + ", ".join(f"{k}={number(params[0].get(k))}" for k in same)
+        folded = f" {len(same)} identical keys: " + ", ".join(f"{inert(k)}={number(params[0].get(k))}" for k in same)
         self.query_one("#compare-folded", Static).update(Text(truncate(folded, max(20, self.size.width * 2 - 4)),
                                                               style="dim"))
 
@@ -137,7 +137,7 @@ class CompareScreen(ExptScreen):
         metrics.clear(columns=True)
         metrics.add_column("metric", key="metric")
         for i, label in enumerate(labels):
-            metrics.add_column(label, key=f"g{i}")
+            metrics.add_column(plain(label), key=f"g{i}")
         for key in keys:
             best = analysis.best_index([s.mean if s else None for s in stats[key]], analysis.direction(key, runs))
             cells = []
@@ -145,7 +145,7 @@ class CompareScreen(ExptScreen):
                 text = stat_text(value)
                 cells.append(Text(f"*{text}", style="bold green", justify="right") if best == i
                              else Text(text, justify="right"))
-            metrics.add_row(Text(key, style="dim"), *cells)
+            metrics.add_row(plain(key, style="dim"), *cells)
 
         curves = message.curves
         if self.grouped:

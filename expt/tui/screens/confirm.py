@@ -8,6 +8,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from expt.tui.format import plain
+
 
 class ConfirmScreen(ModalScreen[bool]):
     """Dismisses with True on ``y``/enter on the first button, False on ``n``/escape."""
@@ -25,8 +27,8 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Static(self.title_text, id="dialog-title")
-            yield Static(self.body, id="dialog-body")
+            yield Static(plain(self.title_text), id="dialog-title")
+            yield Static(plain(self.body), id="dialog-body")
             with Horizontal(id="dialog-buttons"):
                 yield Button(f"{self.yes} (y)", variant="primary", id="yes")
                 yield Button(f"{self.no} (n)", id="no")

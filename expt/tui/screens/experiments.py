@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Footer, Static
 from textual.widgets.data_table import RowDoesNotExist
 
 from expt.tui import actions
-from expt.tui.format import number
+from expt.tui.format import inert, number, plain
 from expt.tui.messages import ConfigLoaded, ExperimentRow, LaunchPlanned
 from expt.tui.screens.base import ExptScreen
 from expt.tui.widgets.nav_bar import NavBar
@@ -70,15 +70,15 @@ class ExperimentsScreen(ExptScreen):
         table.clear()
         for row in message.experiments:
             runs = Text(str(row.runs) + (f" +{row.skipped} skipped" if row.skipped else ""), justify="right")
-            table.add_row(Text(row.name, style="bold"), row.recipe, runs, row.description, key=row.name)
+            table.add_row(plain(row.name, style="bold"), plain(row.recipe), runs, plain(row.description), key=row.name)
         if keep is not None and keep in {r.name for r in message.experiments}:
             table.move_cursor(row=table.get_row_index(keep), animate=False)
         problems = self.query_one("#config-problems", Static)
         if message.problems:
-            text = Text(f"{Path(message.path).name} cannot be used until this is fixed (the runs go on):\n",
+            text = plain(f"{Path(message.path).name} cannot be used until this is fixed (the runs go on):\n",
                         style="bold red")
             for line in message.problems:
-                text.append(f"  {line}\n", style="red")
+                text.append(inert(f"  {line}\n"), style="red")
             problems.update(text)
             problems.display = True
         else:
@@ -105,15 +105,15 @@ class ExperimentsScreen(ExptScreen):
             detail.update("" if self.config is None or self.config.problems else " no experiments in the file")
             return
         text = Text(" ")
-        text.append(row.name, style="bold")
-        text.append(f" ({row.recipe}): ")
-        sweep = [f"{key}={number(values)}" for key, values in row.sweep.items()]
+        text.append(inert(row.name), style="bold")
+        text.append(inert(f" ({row.recipe}): "))
+        sweep = [f"{inert(key)}={number(values)}" for key, values in row.sweep.items()]
         if row.repeat > 1:
             sweep.append(f"{row.repeat} seeds")
         text.append(" x ".join(sweep) if sweep else "one point", style="cyan")
         text.append(f" = {row.runs} run{'s' * (row.runs != 1)}")
         if row.description:
-            text.append(f"\n {row.description}", style="dim")
+            text.append(inert(f"\n {row.description}"), style="dim")
         detail.update(text)
 
     def action_cursor_down(self) -> None:
@@ -140,7 +140,7 @@ class ExperimentsScreen(ExptScreen):
         try:
             table.move_cursor(row=table.get_row_index(name), animate=False)
         except RowDoesNotExist:  # the file changed meanwhile
-            self.notify(f"no experiment {name!r} in the file any more", severity="warning")
+            self.notify(f"no experiment {name!r} in the file any more", severity="warning", markup=False)
             return
         self.action_launch()
 

@@ -14,7 +14,7 @@ from expt.core import runfiles
 from expt.core.runfiles import FINAL_STATUSES
 from expt.store import Run
 from expt.tui import actions
-from expt.tui.format import duration, number, status_text
+from expt.tui.format import duration, inert, number, plain, status_text
 from expt.tui.messages import RunLoaded, RunsChanged, RunUpdated
 from expt.tui.rows import LOSS_KEYS, RunRow
 from expt.tui.screens.base import ExptScreen
@@ -30,9 +30,9 @@ WIDE = 120  # columns from which charts go two to a row
 
 def header_text(run: Run, now: float | None = None) -> Text:
     row = RunRow(run)
-    text = Text.assemble(" ", (run.id, "bold"), "  ", status_text(run.status))
+    text = Text.assemble(" ", (inert(run.id), "bold"), "  ", status_text(run.status))
     if row.progress:
-        text.append(f"  epoch {row.progress}" + (f" {run.phase}" if run.phase and run.active else ""))
+        text.append(inert(f"  epoch {row.progress}" + (f" {run.phase}" if run.phase and run.active else "")))
     eta = row.eta(now)
     if eta is not None:
         text.append(f"  eta {duration(eta)}")
@@ -40,15 +40,15 @@ def header_text(run: Run, now: float | None = None) -> Text:
     if elapsed is not None:
         text.append(f"  time {duration(elapsed)}")
     if run.device:
-        text.append(f"  {run.device}", style="dim")
-    line = [f"{k}={number(v)}" for k, v in run.varying.items()]
+        text.append(inert(f"  {run.device}"), style="dim")
+    line = [f"{inert(k)}={number(v)}" for k, v in run.varying.items()]
     best = run.best
     if best is not None:
         epoch = run.summary.get("best_epoch")
         line.append(f"best {run.metric} {number(best)}" + (f" (epoch {epoch})" if epoch is not None else ""))
-    text.append("\n " + "  ".join(line) if line else "\n " + run.experiment, style="cyan")
+    text.append("\n " + "  ".join(line) if line else "\n " + inert(run.experiment), style="cyan")
     if run.error:
-        text.append(f"\n error: {run.error}", style="bold red")
+        text.append(f"\n error: {inert(run.error)}", style="bold red")
     return text
 
 
@@ -179,7 +179,7 @@ class RunDetailScreen(ExptScreen):
             self.query_one("#run-summary", KeyValues).set_values(run.summary)
         if before is None:
             folder = _shown_path(run.path, self.expt.project.root)
-            paths = Text(f"folder {folder}\nlog    {folder}/{runfiles.LOG}", style="dim")
+            paths = plain(f"folder {folder}\nlog    {folder}/{runfiles.LOG}", style="dim")
             self.query_one("#run-paths", Static).update(paths)
 
     def _chart(self, key: str) -> MetricChart:
@@ -197,7 +197,7 @@ class RunDetailScreen(ExptScreen):
         note.display = not tables
         note.update("this run has no tables (recipes write per-class results, reports, grids here)")
         for name, (columns, rows) in tables.items():
-            box.mount(Static(Text(f"{name} ({len(rows)} rows)", style="bold"), classes="run-table table-title"))
+            box.mount(Static(plain(f"{name} ({len(rows)} rows)", style="bold"), classes="run-table table-title"))
             box.mount(RecordTable(columns, rows, classes="run-table"))
 
     def apply_changes(self, message: RunsChanged) -> None:
@@ -251,14 +251,14 @@ class RunDetailScreen(ExptScreen):
 
     def action_stop(self) -> None:
         if self.run is None or self.run.status in FINAL_STATUSES:
-            self.notify(f"{self.run_id} has ended: nothing to stop", severity="warning")
+            self.notify(f"{self.run_id} has ended: nothing to stop", severity="warning", markup=False)
             return
         self.expt.confirm_stop([self.run])
 
     def action_resume(self) -> None:
         if self.run is None or self.run.status not in ("stopped", "crashed", "failed"):
             self.notify(f"{self.run_id} is {self.run.status if self.run else 'loading'}: only stopped, crashed or "
-                        "failed runs resume", severity="warning")
+                        "failed runs resume", severity="warning", markup=False)
             return
         self.expt.resume([self.run_id])
 

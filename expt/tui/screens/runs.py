@@ -61,7 +61,7 @@ class RunsScreen(ExptScreen):
         self._last_apply = 0.0
         # made here, not looked up: a timer or a late message may still arrive while the app shuts down
         self.table = RunsTable(id="runs-table")
-        self.status = Static("", id="runs-status")
+        self.status = Static("", id="runs-status", markup=False)
 
     def compose(self) -> ComposeResult:
         yield NavBar("Runs")

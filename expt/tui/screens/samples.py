@@ -9,7 +9,7 @@ from textual.containers import Container
 from textual.widgets import Footer, Static
 
 from expt.tui import actions
-from expt.tui.format import number
+from expt.tui.format import inert, number, plain
 from expt.tui.messages import SamplesLoaded
 from expt.tui.screens.base import ExptScreen
 from expt.tui.widgets.nav_bar import NavBar
@@ -43,7 +43,7 @@ class SamplesScreen(ExptScreen):
 
     def compose(self) -> ComposeResult:
         yield NavBar("Runs", crumb=f"samples {self.run_id}")
-        yield Static(f" loading the samples of {self.run_id} ...", id="samples-title")
+        yield Static(plain(f" loading the samples of {self.run_id} ..."), id="samples-title")
         yield Container(id="samples-body")
         yield Footer(compact=True)
 
@@ -59,8 +59,8 @@ class SamplesScreen(ExptScreen):
         body = self.query_one("#samples-body")
         await body.remove_children()
         run = message.run
-        title = Text(f" {run.id}", style="bold")
-        described = [f"{k}={number(v)}" for k, v in run.varying.items()]
+        title = plain(f" {run.id}", style="bold")
+        described = [f"{inert(k)}={number(v)}" for k, v in run.varying.items()]
         if described:
             title.append("  " + " ".join(described), style="cyan")
         if len(self.run_ids) > 1:
@@ -73,7 +73,7 @@ class SamplesScreen(ExptScreen):
             title.append(f"\n {total} training images in {len(message.classes)} classes", style="dim")
             body.mount(SampleGrid(message.classes, message.counts, mode, id="sample-grid"))
         else:
-            body.mount(Static(Text(f" {message.note}", style="dim"), id="samples-note"))
+            body.mount(Static(plain(f" {message.note}", style="dim"), id="samples-note"))
         self.query_one("#samples-title", Static).update(title)
 
     def action_step(self, step: int) -> None:

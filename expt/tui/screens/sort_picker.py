@@ -9,6 +9,8 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
+from expt.tui.format import plain
+
 
 class SortPicker(ModalScreen[str | None]):
     """Dismisses with a column key, ``"newest"``, or None (escape)."""
@@ -27,7 +29,7 @@ class SortPicker(ModalScreen[str | None]):
             note = ""
             if key == self.current:
                 note = "  (current: enter reverses)" + (" reversed" if self.reverse else "")
-            options.append(Option(f"{label}{note}", id=key))
+            options.append(Option(plain(f"{label}{note}"), id=key))
         with Vertical(id="picker"):
             yield Static("Sort runs by", id="picker-title")
             yield OptionList(*options, id="picker-options")

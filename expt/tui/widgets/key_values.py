@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from expt.tui.format import number
+from expt.tui.format import number, plain
 
 
 class KeyValues(Static):
@@ -35,7 +35,7 @@ class KeyValues(Static):
         table.add_column(style="dim", no_wrap=True)
         table.add_column(ratio=1, overflow="fold")
         for key, value in values.items():
-            table.add_row(key, Text(number(value), style="bold yellow" if key in marked else ""))
+            table.add_row(plain(key), Text(number(value), style="bold yellow" if key in marked else ""))
         if not values:
             table.add_row("", Text("(none yet)", style="dim"))
         self.update(table)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from textual_plotext import PlotextPlot
 
+from expt.tui.format import inert
+
 Series = dict[str, tuple[list[float], list[float]]]  # label -> (steps, values)
 COLORS = ("cyan", "orange", "green", "magenta", "blue", "red", "yellow", "gray")
 
@@ -56,8 +58,8 @@ class MetricChart(PlotextPlot):
         for i, (label, (xs, ys)) in enumerate(self.series.items()):
             if not xs:
                 continue
-            plt.plot(xs, ys, label=label if several else None, color=COLORS[i % len(COLORS)],
+            plt.plot(xs, ys, label=inert(label) if several else None, color=COLORS[i % len(COLORS)],
                      marker="braille" if len(xs) > 1 else "dot")
-        plt.title(self.title)
+        plt.title(inert(self.title))
         plt.xlabel(self.xlabel)
         self.refresh()

@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from expt.tui.format import STATUS_STYLES
+from expt.tui.format import STATUS_STYLES, inert
 
 SHOWN_STATUSES = ("running", "starting", "queued", "failed", "crashed", "stopped", "completed")
 DROP_ORDER = ("sched", "completed", "stopped", "starting", "crashed", "failed", "queued")
@@ -56,7 +56,7 @@ class NavBar(Widget):
             left.append(place, style=style)
         if self.crumb:
             left.append(" > ", style="dim")
-            left.append(self.crumb, style="bold")
+            left.append(inert(self.crumb), style="bold")
         parts: dict[str, Text] = {}
         for status in SHOWN_STATUSES:
             n = self.counts.get(status, 0)

@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from expt.tui.format import number
+from expt.tui.format import inert, number, plain
 from expt.tui.widgets.picture import picture
 
 QUERY_SIZE = (16, 8)
@@ -22,7 +22,7 @@ def query_label(query: dict[str, Any]) -> Text:
     hit = bool(neighbours) and str(neighbours[0].get("class")) == str(query.get("class"))
     text = Text("  " if hit else "x ", style="bold red" if not hit else "")
     text.append(f"test {query.get('test_index', '?')}", style="bold")
-    text.append(f"  class {query.get('class', '?')}")
+    text.append(inert(f"  class {query.get('class', '?')}"))
     return text
 
 
@@ -70,12 +70,12 @@ class NeighbourView(Horizontal):
         box = self.query_one("#neighbours", VerticalScroll)
         box.remove_children()
         distance = self.data.get("distance", "distance")
-        title = Text(f"test image {query.get('test_index', '?')}, class {query.get('class', '?')}", style="bold")
+        title = plain(f"test image {query.get('test_index', '?')}, class {query.get('class', '?')}", style="bold")
         title.append(f"   {len(query.get('neighbours') or [])} nearest training images by {distance}", style="dim")
         cells = []
         for item in query.get("neighbours") or []:
             same = str(item.get("class")) == str(query.get("class"))
-            caption = Text(f"{item.get('class', '?')} ", style="green" if same else "bold red")
+            caption = plain(f"{item.get('class', '?')} ", style="green" if same else "bold red")
             caption.append(number(item.get("distance")), style="dim")
             cell = Vertical(self._picture(item.get("image", ""), NEIGHBOUR_SIZE), Static(caption), classes="neighbour")
             cell.styles.width = NEIGHBOUR_SIZE[0] + 1

@@ -7,7 +7,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import DataTable
 
-from expt.tui.format import number
+from expt.tui.format import number, plain
 
 MAX_ROWS = 2000
 
@@ -31,7 +31,7 @@ class RecordTable(DataTable):
 
     def on_mount(self) -> None:
         for column in self.record_columns:
-            self.add_column(column, key=column)
+            self.add_column(plain(column), key=column)
         for row in self.records[:MAX_ROWS]:
             self.add_row(*(self._cell(row.get(c)) for c in self.record_columns))
 
@@ -39,4 +39,4 @@ class RecordTable(DataTable):
     def _cell(value: Any) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return Text(number(value), justify="right")
-        return number(value)
+        return plain(number(value))

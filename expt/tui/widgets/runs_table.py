@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist, RowKey
 
-from expt.tui.format import duration, number, sparkline, status_text
+from expt.tui.format import duration, inert, number, plain, sparkline, status_text
 from expt.tui.rows import RunRow
 
 STATUS_ORDER = {s: i for i, s in enumerate(("running", "starting", "queued", "failed", "crashed", "stopped",
@@ -106,7 +106,7 @@ class RunsTable(DataTable):
         return wanted
 
     def column_label(self, column: str) -> str:
-        return column[2:] if column.startswith("p:") else LABELS.get(column, column)
+        return inert(column[2:]) if column.startswith("p:") else LABELS.get(column, column)
 
     def _cell(self, row: RunRow, column: str, now: float) -> tuple[str, Any]:
         """(plain text, renderable) of one cell; the text decides whether the cell is redrawn."""
@@ -114,7 +114,7 @@ class RunsTable(DataTable):
         if column == "sel":
             return ("*", SELECT_MARK) if row.rid in self.selected else (" ", UNSELECTED)
         if column == "id":
-            return run.id, Text(run.id, style="bold")
+            return run.id, plain(run.id, style="bold")
         if column == "status":
             return run.status, status_text(run.status)
         if column.startswith("p:"):
@@ -138,8 +138,8 @@ class RunsTable(DataTable):
         else:
             text = run.experiment
         if column in RIGHT or column.startswith("p:") and isinstance(run.params.get(column[2:]), (int, float)):
-            return text, Text(text, justify="right")
-        return text, Text(text)  # never a str: the table would parse it as markup on every redraw
+            return text, Text(inert(text), justify="right")
+        return text, plain(text)  # never a str: the table would parse it as markup on every redraw
 
     def sort_value(self, row: RunRow, column: str | None) -> tuple:
         run = row.run
@@ -176,7 +176,7 @@ class RunsTable(DataTable):
         self.lead = self.lead_count(rows, self.differing, self.app.size.width)
         self.optional = self.wanted_columns(rows, now)
         for column in self.column_names:
-            self.add_column(self.column_label(column), key=column)
+            self.add_column(plain(self.column_label(column)), key=column)
         for row in rows:
             self._add(row, now)
         self.apply_sort(keep)

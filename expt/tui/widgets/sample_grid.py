@@ -10,6 +10,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from expt.tui.format import plain
 from expt.tui.widgets.picture import picture
 
 ZOOMS = ((8, 4), (12, 6), (16, 8), (24, 12))  # picture width, height in cells
@@ -35,7 +36,7 @@ class SampleGrid(VerticalScroll):
         room = max(1, (max(self._laid_out_width, 40) - NAME_WIDTH - 2) // (width + 1))
         for name, pictures in self.pictures.items():
             count = self.counts.get(name, len(pictures))
-            label = Text(name, style="bold")
+            label = plain(name, style="bold")
             label.append(f"\n{count} image{'s' * (count != 1)}", style="dim")
             if count > min(room, len(pictures)):
                 label.append(f"\n{min(room, len(pictures))} shown", style="dim")
