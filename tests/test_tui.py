@@ -65,7 +65,7 @@ def test_runs_filter_sort_select_compare_samples_detail(finished_copy: Path):
                 best = {r.id: r.best for r in store.runs()}
             assert float(rows["tiny-1"]["best"]) == pytest.approx(best["tiny-1"], abs=0.01)
             assert rows["tiny-1"]["trend"] and rows["tiny-1"]["loss"]
-            await until(pilot, lambda: app.counts.get("completed") == 2, what="the nav bar counts")
+            await until_shown(pilot, app, "2 completed")  # the nav bar's counts
 
             # filter: a param, a status, free text; escape clears it
             await pilot.press("slash", *"mode=fc", "enter")
@@ -193,12 +193,10 @@ def test_experiments_screen_follows_edits_and_shows_errors(project_dir: Path):
             config.write_text(config.read_text().replace('recipe = "finetune"\ndescription = "long',
                                                          'recipe = "finetun"\ndescription = "long'))
             problems = screen.query_one("#config-problems")
-            await until(pilot, lambda: problems.display, what="the problems")
-            text = str(problems.render())
-            assert "experiments.toml:17: long.recipe: unknown recipe 'finetun'" in text
+            await until_shown(pilot, app, "experiments.toml:17: long.recipe: unknown recipe 'finetun'")
             assert screen.table.row_count == 0
             await pilot.press("enter")  # nothing to launch from a broken file, and nothing queued
-            await until(pilot, lambda: any("no experiment to launch" in n for n in notes(app)), what="the warning")
+            await until_shown(pilot, app, "no experiment to launch")  # a toast
             assert not (project_dir / "runs").exists() or not list((project_dir / "runs").glob("*/config.toml"))
 
             config.write_text(config.read_text().replace('"finetun"', '"finetune"') +
