@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import itertools
-import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 from expt.core.recipes import Recipe, all_recipes, unknown_recipe_message
 from expt.errors import ConfigError, NotFoundError, UsageError
 from expt.params import Param, ParamSet, params
+from expt.project import display_path, name_too_long
 
 # Keys of an experiment table that are not recipe parameters.
 EXPERIMENT_KEYS = ("recipe", "description", "sweep", "cases", "repeat")
@@ -110,13 +110,6 @@ class Config:
         raise NotFoundError(f"{display_path(self.path)}: no experiment {name!r}{hint}; experiments: {listing}")
 
 
-def display_path(path: Path) -> str:
-    try:
-        return os.path.relpath(path) if Path(path).is_relative_to(Path.cwd()) else str(path)
-    except ValueError:
-        return str(path)
-
-
 def load_config(path: Path) -> Config:
     """Parse and validate ``path``; raise ConfigError listing every problem."""
     shown = display_path(path)
@@ -135,7 +128,7 @@ def parse_config(text: str, path: Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([_syntax_problem(shown, error)]) from None
-    checker = _Checker(shown, _Locator(text))
+    checker = _Checker(shown, _Locator(text), Path(path).absolute().parent)
     config = checker.check(data, path)
     if checker.problems:
         raise ConfigError(checker.problems)
@@ -184,9 +177,10 @@ def _split_key(key: str) -> tuple[str, ...]:
 
 
 class _Checker:
-    def __init__(self, shown: str, locator: _Locator):
+    def __init__(self, shown: str, locator: _Locator, root: Path):
         self.shown = shown
         self.locator = locator
+        self.root = root
         self.problems: list[str] = []
 
     def problem(self, path: tuple[str, ...], where: str, message: str) -> None:
@@ -245,8 +239,17 @@ class _Checker:
             if error:
                 self.problem(path + (key,), f"{where}.{key}", error)
             else:
-                values[key] = float(value) if param.types == (float,) and isinstance(value, int) else value
+                values[key] = self._value(param, value)
         return values
+
+    def _value(self, param: Param, value: Any) -> Any:
+        """A checked value as the runs get it: an int where a float is meant as a float; a relative path as
+        relative to experiments.toml's folder, made absolute here once for validation, the worker and Slurm."""
+        if param.types == (float,) and isinstance(value, int):
+            return float(value)
+        if param.path and isinstance(value, str) and value:
+            return str(self.root / Path(value).expanduser())
+        return value
 
     def _check_experiment(self, name: str, table: Any, defaults: dict[str, Any],
                           recipes: dict[str, Recipe]) -> Experiment | None:
@@ -257,6 +260,9 @@ class _Checker:
         if not NAME_PATTERN.match(name):
             self.problem(path, name, "experiment names use letters, digits, '_' and '-' (not ending in '-NUMBER'), "
                                      "starting with a letter")
+            return None
+        if too_long := name_too_long(name):
+            self.problem(path, f"{name[:40]}...", too_long)
             return None
         recipe_name = table.get("recipe")
         if recipe_name is None:
@@ -277,6 +283,10 @@ class _Checker:
         if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= 1000:
             self.problem(path + ("repeat",), f"{name}.repeat", f"expected an int from 1 to 1000, got {repeat!r}")
             repeat = 1
+        seed = recipe.params.get("seed")
+        if repeat > 1 and seed is not None and seed.max is not None and base["seed"] + repeat - 1 > seed.max:
+            self.problem(path + ("seed",), f"{name}.seed", f"with repeat = {repeat} the runs take seeds {base['seed']} "
+                         f".. {base['seed'] + repeat - 1}, above the maximum {seed.max}")
         sweep = self._check_sweep(name, table.get("sweep", {}), recipe)
         cases = self._check_cases(name, table.get("cases", []), recipe)
         if repeat > 1 and ("seed" in sweep or any("seed" in c for c in cases)):
@@ -316,7 +326,7 @@ class _Checker:
                     self.problem(path + (key,), where, error)
                     break
             else:
-                checked[key] = [float(v) if param.types == (float,) else v for v in values]
+                checked[key] = [self._value(param, v) for v in values]
         return checked
 
     def _check_cases(self, name: str, cases: Any, recipe: Recipe) -> list[dict[str, Any]]:
@@ -337,6 +347,6 @@ class _Checker:
                 elif error := param.check(value):
                     self.problem(path, where, error)
                 else:
-                    values[key] = float(value) if param.types == (float,) else value
+                    values[key] = self._value(param, value)
             checked.append(values)
         return checked

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 _TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "table"}
+INT64 = (-2**63, 2**63 - 1)  # runs.db and orjson hold no wider integers
+# Seeds (with repeat = N, seed + N - 1 too) fit what SQLite holds and torch.manual_seed takes (-2**63 .. 2**64 - 1);
+# numpy's default_rng takes any integer >= 0, its legacy global generator gets seed % 2**32 (seed_everything).
+SEED_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,7 @@ class Param:
     max: float | None = None
     item_type: type | None = None  # element type when ``type`` is list
     validator: Callable[[Any], str | None] | None = None  # extra check, e.g. a timm model name
+    path: bool = False  # a file or folder: relative to experiments.toml's folder (config.py resolves it)
 
     @property
     def types(self) -> tuple[type, ...]:
@@ -48,6 +54,9 @@ class Param:
             for item in value:
                 if not _is_instance(item, (self.item_type,)):
                     return f"expected {self.type_name()}, got an item {_describe(item)}"
+        nested = list(_numbers(value))
+        if (odd := next((n for n in nested if isinstance(n, float) and not math.isfinite(n)), None)) is not None:
+            return f"{odd} is not a finite number"
         if self.choices is not None and isinstance(value, str) and value not in self.choices:
             close = difflib.get_close_matches(value, [str(c) for c in self.choices], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -56,9 +65,12 @@ class Param:
         for number in numbers:
             if isinstance(number, (int, float)) and not isinstance(number, bool):
                 if self.min is not None and number < self.min:
-                    return f"{number} is below the minimum {self.min:g}"
+                    return f"{number} is below the minimum {_bound(self.min)}"
                 if self.max is not None and number > self.max:
-                    return f"{number} is above the maximum {self.max:g}"
+                    return f"{number} is above the maximum {_bound(self.max)}"
+        wide = next((n for n in nested if isinstance(n, int) and not INT64[0] <= n <= INT64[1]), None)
+        if wide is not None:
+            return f"{wide} does not fit in a 64-bit integer ({INT64[0]} .. {INT64[1]})"
         if self.validator is not None:
             return self.validator(value)
         return None
@@ -70,6 +82,19 @@ def _is_instance(value: Any, types: tuple[type, ...]) -> bool:
     if isinstance(value, int) and float in types:
         return True
     return isinstance(value, types)
+
+
+def _numbers(value: Any) -> Iterator[int | float]:
+    """The numbers in ``value``, its lists and its tables."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield value
+    elif isinstance(value, (list, dict)):
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from _numbers(item)
+
+
+def _bound(number: float) -> str:
+    return str(number) if isinstance(number, int) else f"{number:g}"
 
 
 def _describe(value: Any) -> str:
@@ -129,7 +154,8 @@ def params(*items: Param | Sequence[Param], drop: Sequence[str] = (), **override
 
 # Shared by the recipes; a recipe may drop or re-default any of them.
 TRAINING = (
-    Param("seed", int, 0, "random seed: data sampling, initialisation, augmentation", min=0),
+    Param("seed", int, 0, "random seed: data sampling, initialisation, augmentation (0 to 2**63 - 1; with "
+          "repeat = N the runs take seed .. seed + N - 1)", min=0, max=SEED_MAX),
     Param("epochs", int, 10, "training epochs", min=0, max=100_000),
     Param("batch_size", int, 32, "images per training step", min=1, max=65_536),
     Param("lr", float, 0.01, "peak learning rate", min=0.0),
@@ -153,8 +179,10 @@ def data_params(*datasets: str) -> tuple[Param, ...]:
     """``dataset`` (the first is the default) and ``data_dir``, for a recipe's own data sets."""
     return (
         Param("dataset", str, datasets[0], "data set (digits: offline, bundled with scikit-learn)", choices=datasets),
-        Param("data_dir", str, "", "folder of the data set on disk (all but digits)"),
+        Param("data_dir", str, "", "folder of the data set on disk (all but digits); relative to "
+              "experiments.toml's folder", path=True),
         Param("test_fraction", float, 0.2, "share of each class held out for testing where the data set "
               "has no split of its own", min=0.0, max=0.9),
-        Param("split_seed", int, 0, "seed of that split (fixed, so every run tests on the same images)", min=0),
+        Param("split_seed", int, 0, "seed of that split (fixed, so every run tests on the same images)", min=0,
+              max=SEED_MAX),
     )

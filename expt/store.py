@@ -30,6 +30,7 @@ import orjson
 from expt.core import runfiles
 from expt.core.runfiles import ACTIVE_STATUSES, FINAL_STATUSES
 from expt.errors import NotFoundError, StoreError, UsageError
+from expt.project import name_too_long
 
 SCHEMA_VERSION = 1
 INGEST_CHUNK = 8 << 20
@@ -238,6 +239,8 @@ class Store:
 
         ``meta`` adds keys to config.toml's header (e.g. an imported run's source folder).
         """
+        if too_long := name_too_long(experiment):
+            raise UsageError(f"experiment {experiment[:40]}...: {too_long}")
         runs_dir.mkdir(parents=True, exist_ok=True)
         seq = self._next_seq(runs_dir, experiment)
         while True:

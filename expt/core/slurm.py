@@ -43,14 +43,15 @@ def _executor(settings: PoolSettings, folder: Path, name: str) -> Any:
 
 
 def submit(store: Store, run: Run, settings: PoolSettings, cwd: Path) -> bool:
-    """Claim a queued run and submit its worker as a job; False if someone else claimed it."""
+    """Claim a queued run and submit its worker as a job, to run in ``cwd`` (the project's folder, as a local
+    worker does); False if someone else claimed it."""
     from expt.core.worker import run_job
 
     cluster = settings.slurm.get("cluster", "slurm")
     if not store.update_run(run, when=("queued",), status="starting", backend="slurm", device=cluster,
                             host=None, pid=None, stop_requested=0):
         return False
-    job = _executor(settings, run.path / "slurm", run.id).submit(run_job, str(run.path))
+    job = _executor(settings, run.path / "slurm", run.id).submit(run_job, str(run.path), str(cwd))
     store.update_run(run, job_id=str(job.job_id))
     runfiles.append_event(run.path, "launch", backend="slurm", job_id=str(job.job_id), device=cluster,
                           host=this_host() if cluster == "local" else None)

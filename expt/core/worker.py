@@ -79,8 +79,11 @@ def explain(error: BaseException) -> str:
     return last
 
 
-def run_job(run_dir: str) -> int:
-    """The entry point submitit pickles for a Slurm job (the same worker, by reference)."""
+def run_job(run_dir: str, cwd: str | None = None) -> int:
+    """The entry point submitit pickles for a Slurm job (the same worker, by reference), in ``cwd``: the project's
+    folder, where a local worker runs too, so a relative path in the params means the same to both."""
+    if cwd:
+        os.chdir(cwd)
     return run(Path(run_dir))
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from expt.errors import UsageError
 from expt.params import ParamSet
+from expt.project import display_path
 
 if TYPE_CHECKING:
     from expt.core.tracking import Tracker
@@ -117,9 +118,9 @@ def check_data(p: dict[str, Any]) -> list[str]:
     if not data_dir:
         return [f"dataset {dataset!r} needs data_dir = \"PATH\" (the folder that holds it)"]
     path = Path(data_dir).expanduser()
-    expected = f"; expected {DATA_LAYOUTS[dataset]}" if dataset in DATA_LAYOUTS else ""
+    shown, expected = display_path(path), f"; expected {DATA_LAYOUTS[dataset]}" if dataset in DATA_LAYOUTS else ""
     if not path.is_dir():
-        return [f"data_dir {data_dir!r}: no such folder (dataset {dataset!r}{expected})"]
+        return [f"data_dir {shown!r}: no such folder (dataset {dataset!r}{expected})"]
     if not any(path.iterdir()):
-        return [f"data_dir {data_dir!r} is empty (dataset {dataset!r}{expected})"]
+        return [f"data_dir {shown!r} is empty (dataset {dataset!r}{expected})"]
     return []

@@ -136,12 +136,13 @@ def _preflight(p: dict[str, Any]) -> list[str]:
 
 def _missing_cub_files(root: Path) -> list[str]:
     from expt.core.recipes import DATA_LAYOUTS
+    from expt.project import display_path
 
     if (root / "CUB_200_2011").is_dir():
         root = root / "CUB_200_2011"
     for name in ("images.txt", "image_class_labels.txt", "classes.txt", "images"):
         if not (root / name).exists():
-            return [f"CUB-200-2011 in {root}: missing {name} (expected {DATA_LAYOUTS['cub200']})"]
+            return [f"CUB-200-2011 in {display_path(root)}: missing {name} (expected {DATA_LAYOUTS['cub200']})"]
     return []
 
 
