@@ -35,6 +35,19 @@ EXPT = str(VENV_BIN / "expt")
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# the last commit before issue 13's work on start-up and on the metric evaluation: the "before" of those benchmarks
+BEFORE_ISSUE_13 = "2a9399a"
+
+
+def at_commit(commit: str, path: str) -> bytes | None:
+    """``path`` (a file, or a folder as a tar archive) as it was at ``commit``; None without git or that commit."""
+    argv = ["git", "show", f"{commit}:{path}"] if Path(ROOT, path).is_file() else ["git", "archive", commit, path]
+    try:
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
 
 # -- figures ----------------------------------------------------------------------------------------------
 
@@ -118,6 +131,10 @@ def ratio_at_most(x: float) -> Target:
 
 def result_under(x: float, unit: str) -> Target:
     return Target(f"< {number(x)} {unit}", lambda result, r: result < x)
+
+
+def result_at_most(x: float, unit: str) -> Target:
+    return Target(f"<= {number(x)} {unit}", lambda result, r: result <= x)
 
 
 def result_at_least(x: float, unit: str) -> Target:

@@ -136,6 +136,18 @@ def test_read_commands_work_as_subprocesses_and_do_not_import_torch(finished_pro
         assert "torch" not in imported and "timm" not in imported, args
 
 
+def test_read_commands_do_not_import_pydantic(finished_project: Path):
+    """typer would import it (0.07 s) to coerce values that need no coercion (expt.cli.coerce)."""
+    probe = ("import atexit, sys; atexit.register(lambda: print('pydantic' in sys.modules, file=sys.stderr)); "
+             "from expt.cli import main; main()")
+    for args in (["ls"], ["ls", "-n", "5", "--status", "completed"], ["show", "tiny-1"],
+                 ["compare", "tiny-1", "tiny-2"], ["export"], ["--help"], ["ls", "--help"]):
+        result = subprocess.run([sys.executable, "-c", probe, *args], cwd=finished_project, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stderr.strip().splitlines()[-1] == "False", args
+
+
 def test_ctrl_c_stops_runs_cleanly_and_exits_130(project_dir: Path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([sys.executable, "-m", "expt", "run", "long"], cwd=project_dir, env=env,

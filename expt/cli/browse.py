@@ -1,7 +1,5 @@
 """Commands that read runs: ls, show, logs, compare, export. None of them imports torch."""
 
-from __future__ import annotations
-
 import csv
 import io
 import sys
@@ -16,11 +14,10 @@ from rich.text import Text
 
 from expt import analysis
 from expt.cli import app, console, project
-from expt.cli.render import (curves_chart, duration, inert, number, params_text, plain, runs_table, stat,
-                              status_text, when)
+from expt.cli.render import curves_chart, duration, inert, number, plain, stat, status_text, when
+from expt.cli.table import runs_text
 from expt.core import runfiles, scheduler
 from expt.core.runfiles import FINAL_STATUSES
-from expt.core.tracking import read_table
 from expt.errors import UsageError
 from expt.store import Run, Store, open_store
 
@@ -65,7 +62,7 @@ def ls(
         console.print("no runs yet: `expt run NAME` starts one" if not total else "no matching runs")
         return
     differing = analysis.differing_keys([r.params for r in runs])
-    console.print(runs_table(runs, differing))
+    console.print(runs_text(runs, differing, console.width), no_wrap=True, overflow="ellipsis")
     if len(runs) < total and not refs:
         console.print(Text(f"{len(runs)} of {total} runs; `expt ls -n 0` shows all", style="dim"))
 
@@ -80,6 +77,8 @@ def show(
     json_output: JsonOption = False,
 ) -> None:
     """One run: params, summary, per-epoch metrics, paths."""
+    from expt.core.tracking import read_table
+
     with open_store(project().db_path) as store:
         refresh(store)
         run = one_run(store, run_ref)

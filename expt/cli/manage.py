@@ -1,7 +1,5 @@
 """Commands about the project itself: experiments, recipes, reindex, rm."""
 
-from __future__ import annotations
-
 from typing import Annotated, Optional
 
 import orjson
@@ -11,8 +9,6 @@ from rich.text import Text
 
 from expt.cli import app, console, project
 from expt.cli.render import inert, number
-from expt.config import load_config
-from expt.core.recipes import all_recipes, get_recipe
 from expt.errors import UsageError
 from expt.store import open_store
 
@@ -20,6 +16,8 @@ from expt.store import open_store
 @app.command()
 def experiments(json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """The experiments of experiments.toml: recipe, description, number of runs."""
+    from expt.config import load_config
+
     config = load_config(project(need_config=True).config_path)
     rows = []
     for name, experiment in config.experiments.items():
@@ -42,6 +40,8 @@ def experiments(json_output: Annotated[bool, typer.Option("--json", help="Print 
 @app.command()
 def recipes(name: Annotated[Optional[str], typer.Argument(help="A recipe to describe in full.")] = None) -> None:
     """The recipes and their parameters: type, default, allowed values, meaning."""
+    from expt.core.recipes import all_recipes, get_recipe
+
     if name is None:
         table = Table(box=None, header_style="bold", pad_edge=False)
         for column in ("recipe", "ranks by", "parameters", "description"):

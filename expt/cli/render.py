@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from rich.table import Table
 from rich.text import Text
 
 from expt.analysis import Stat
@@ -41,24 +40,6 @@ def progress(run: Run) -> str:
         return ""
     phase = f" {run.phase}" if run.phase and run.active else ""
     return f"{run.epoch}/{run.epochs}{phase}"
-
-
-def runs_table(runs: Sequence[Run], differing: Sequence[str], title: str | None = None) -> Table:
-    table = Table(title=title, header_style="bold", pad_edge=False, box=None)
-    table.add_column("id", style="bold", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("params" if differing else "experiment", overflow="fold")
-    table.add_column("best", justify="right", no_wrap=True)
-    table.add_column("epoch", justify="right", no_wrap=True)
-    table.add_column("time", justify="right", no_wrap=True)
-    table.add_column("created", no_wrap=True, style="dim")
-    for run in runs:
-        best = run.best
-        best_text = f"{number(best)}" if best is not None else ""
-        table.add_row(inert(run.id), status_text(run.status),
-                      params_text(run.params, differing) if differing else inert(run.experiment),
-                      best_text, progress(run), duration(run.duration), when(run.created_at))
-    return table
 
 
 Series = tuple[str, list[int], list[float]]  # label, steps, values

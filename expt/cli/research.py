@@ -1,7 +1,5 @@
 """Commands around a study's artefacts: samples, plot, params, import timm."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,11 +10,12 @@ from rich.table import Table
 from expt import analysis
 from expt.cli import app, console, project
 from expt.cli.browse import one_run, refresh
+from expt.cli.coerce import Typer
 from expt.cli.render import Series, curves_chart, inert, number, params_text
 from expt.errors import UsageError
 from expt.store import Run, open_store
 
-import_app = typer.Typer(help="Bring runs made by other tools into runs.db.", no_args_is_help=True)
+import_app = Typer(help="Bring runs made by other tools into runs.db.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 
 

@@ -1,22 +1,23 @@
 """Commands that start and stop runs: run, resume, rerun, stop, ps."""
 
-from __future__ import annotations
-
 import signal
 import time
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from expt.cli import app, console, err_console, project
 from expt.cli.render import duration, inert, number, params_text, plain, status_text
-from expt.config import load_config
-from expt.core import launcher, scheduler
+from expt.core import scheduler
 from expt.core.runfiles import FINAL_STATUSES
 from expt.store import Run, Store, open_store
+
+if TYPE_CHECKING:  # launcher (with config and the recipes) and rich.progress load when a run starts, not for `expt ls`
+    from rich.progress import Progress
+
+    from expt.core import launcher
 
 JobsOption = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Runs at a time on CPU "
                        "(default 1, or [launcher] jobs); with GPUs, one run per GPU.")]
@@ -48,6 +49,9 @@ def run(
     Each run is its own worker process (`python -m expt.core.worker runs/ID`) in its own session,
     logging to runs/ID/; finished runs print the seed's line "Best metric: X (epoch N)".
     """
+    from expt.config import load_config
+    from expt.core import launcher
+
     proj = project(need_config=True)
     config = load_config(proj.config_path)
     the_plan = launcher.plan(config, name)
@@ -71,7 +75,9 @@ def run(
         _follow(store, proj, [r.id for r in runs])
 
 
-def _print_plan(the_plan: launcher.Plan) -> None:
+def _print_plan(the_plan: "launcher.Plan") -> None:
+    from expt.core import launcher
+
     table = Table(title=f"{the_plan.experiment.name}: {the_plan.size} runs", box=None, header_style="bold")
     keys = list(dict.fromkeys(k for p in the_plan.expansion.points for k in p.varying))
     table.add_column("#", justify="right")
@@ -85,6 +91,10 @@ def _print_plan(the_plan: launcher.Plan) -> None:
 
 
 def _follow(store: Store, proj, run_ids: list[str]) -> None:
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from expt.core import launcher
+
     sched = scheduler.Scheduler(proj)
     previous = signal.signal(signal.SIGHUP, _on_hangup)
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(bar_width=24),
@@ -132,7 +142,9 @@ def _follow(store: Store, proj, run_ids: list[str]) -> None:
         raise typer.Exit(1)
 
 
-def _render(progress: Progress, tasks: dict[str, int], finished: set[str], runs: list[Run], overall: int) -> None:
+def _render(progress: "Progress", tasks: dict[str, int], finished: set[str], runs: list[Run], overall: int) -> None:
+    from expt.core import launcher
+
     differing = _varying_keys(runs)
     for run in runs:
         label = f"{inert(run.id)} {params_text(run.params, differing)}".rstrip()
@@ -166,6 +178,8 @@ def _varying_keys(runs: list[Run]) -> list[str]:
 
 
 def _print_results(runs: list[Run]) -> None:
+    from expt.core import launcher
+
     if not runs:
         return
     differing = _varying_keys(runs)
@@ -182,6 +196,8 @@ def _print_results(runs: list[Run]) -> None:
 def resume(runs: Annotated[list[str], typer.Argument(help="Run ids, prefixes or experiment names.")],
            jobs: JobsOption = None, gpus: GpusOption = None, detach: DetachOption = False) -> None:
     """Continue stopped, crashed or failed runs from their last checkpoint, in the same run ids."""
+    from expt.core import launcher
+
     proj = project()
     with open_store(proj.db_path) as store:
         named = store.resolve(runs)
@@ -200,6 +216,8 @@ def resume(runs: Annotated[list[str], typer.Argument(help="Run ids, prefixes or 
 def rerun(runs: Annotated[list[str], typer.Argument(help="Run ids, prefixes or experiment names.")],
           jobs: JobsOption = None, gpus: GpusOption = None, detach: DetachOption = False) -> None:
     """Start fresh runs with the same configuration as the given runs (new ids)."""
+    from expt.core import launcher
+
     proj = project()
     with open_store(proj.db_path) as store:
         fresh = [launcher.rerun(store, proj, r) for r in store.resolve(runs)]
@@ -212,6 +230,8 @@ def rerun(runs: Annotated[list[str], typer.Argument(help="Run ids, prefixes or e
 
 
 def _settings_for(proj, gpus: str | None, jobs: int | None) -> scheduler.PoolSettings:
+    from expt.config import load_config
+
     launcher_table = load_config(proj.config_path).launcher if proj.config_path.is_file() else {}
     return scheduler.pool_settings(launcher_table, gpus=gpus, jobs=jobs)
 

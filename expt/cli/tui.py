@@ -1,7 +1,5 @@
 """expt tui: the live dashboard (the Textual app in expt.tui)."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

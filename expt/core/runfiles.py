@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,8 @@ def write_config(run_dir: Path, meta: dict[str, Any], params: dict[str, Any], va
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
+    import tomllib  # here, not at the top: the read commands never parse a config.toml
+
     with open(run_dir / CONFIG, "rb") as handle:
         return tomllib.load(handle)
 
