@@ -17,7 +17,7 @@ from typing import Any
 
 from expt.core.recipes import Recipe, all_recipes, unknown_recipe_message
 from expt.errors import ConfigError, NotFoundError, UsageError
-from expt.params import Param, ParamSet, params
+from expt.params import Param, ParamSet, free_param, params
 from expt.project import display_path, name_too_long
 
 # Keys of an experiment table that are not recipe parameters.
@@ -67,6 +67,7 @@ class Experiment:
     sweep: dict[str, list[Any]] = field(default_factory=dict)
     cases: list[dict[str, Any]] = field(default_factory=list)
     repeat: int = 1
+    free: tuple[str, ...] = ()  # keys the recipe does not declare (a recipe with open parameters)
 
     def expand(self) -> Expansion:
         """Cases x the cartesian grid of ``sweep`` x ``repeat`` seeds, minus skipped points."""
@@ -273,9 +274,10 @@ class _Checker:
             return None
         recipe = recipes[recipe_name]
         before = len(self.problems)
+        spec = self._spec(recipe, table)
         merged = {k: v for k, v in defaults.items() if k in recipe.params}
         merged.update({k: v for k, v in table.items() if k not in EXPERIMENT_KEYS})
-        base = self._check_values(path, name, merged, recipe.params, allowed_extra=EXPERIMENT_KEYS)
+        base = self._check_values(path, name, merged, spec, allowed_extra=EXPERIMENT_KEYS)
         description = table.get("description", "")
         if not isinstance(description, str):
             self.problem(path + ("description",), f"{name}.description", "expected str")
@@ -287,23 +289,43 @@ class _Checker:
         if repeat > 1 and seed is not None and seed.max is not None and base["seed"] + repeat - 1 > seed.max:
             self.problem(path + ("seed",), f"{name}.seed", f"with repeat = {repeat} the runs take seeds {base['seed']} "
                          f".. {base['seed'] + repeat - 1}, above the maximum {seed.max}")
-        sweep = self._check_sweep(name, table.get("sweep", {}), recipe)
-        cases = self._check_cases(name, table.get("cases", []), recipe)
+        sweep = self._check_sweep(name, table.get("sweep", {}), spec)
+        cases = self._check_cases(name, table.get("cases", []), spec)
         if repeat > 1 and ("seed" in sweep or any("seed" in c for c in cases)):
             self.problem(path + ("repeat",), f"{name}.repeat", "use either 'repeat' or a sweep over 'seed', not both")
         if len(self.problems) > before:
             return None
-        experiment = Experiment(name, recipe_name, description, base, sweep, cases, repeat)
+        free = tuple(p.name for p in spec if p.name not in recipe.params)
+        experiment = Experiment(name, recipe_name, description, base, sweep, cases, repeat, free)
         if recipe.validate:
             seen = set()
             for point in experiment.expand().points:
-                for message in recipe.validate(point.params):
-                    if message not in seen:
-                        seen.add(message)
-                        self.problem(path, name, message)
+                for problem in recipe.validate(point.params):
+                    if problem in seen:
+                        continue
+                    seen.add(problem)
+                    if isinstance(problem, tuple):
+                        key, message = problem
+                        self.problem(path + tuple(key.split(".")), f"{name}.{key}", message)
+                    else:
+                        self.problem(path, name, problem)
         return None if len(self.problems) > before else experiment
 
-    def _check_sweep(self, name: str, sweep: Any, recipe: Recipe) -> dict[str, list[Any]]:
+    @staticmethod
+    def _spec(recipe: Recipe, table: dict[str, Any]) -> ParamSet:
+        """The recipe's parameters, and for a recipe with open parameters every other key the experiment uses
+        (in its table, its sweep or its cases) as a parameter of any TOML value."""
+        if not recipe.open_params:
+            return recipe.params
+        keys = [k for k in table if k not in EXPERIMENT_KEYS]
+        sweep, cases = table.get("sweep"), table.get("cases")
+        keys += list(sweep) if isinstance(sweep, dict) else []
+        keys += [k for case in cases for k in case] if isinstance(cases, list) and all(
+            isinstance(c, dict) for c in cases) else []
+        extra = [free_param(k) for k in dict.fromkeys(keys) if k not in recipe.params]
+        return ParamSet(recipe.params.params + tuple(extra))
+
+    def _check_sweep(self, name: str, sweep: Any, spec: ParamSet) -> dict[str, list[Any]]:
         path = ("experiments", name, "sweep")
         if not isinstance(sweep, dict):
             self.problem(path, f"{name}.sweep", "must be a table of lists, e.g. [experiments.NAME.sweep] lr = [0.1, 0.01]")
@@ -311,9 +333,9 @@ class _Checker:
         checked = {}
         for key, values in sweep.items():
             where = f"{name}.sweep.{key}"
-            param = recipe.params.get(key)
+            param = spec.get(key)
             if param is None:
-                suggestion = recipe.params.suggest(key)
+                suggestion = spec.suggest(key)
                 hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
                 self.problem(path + (key,), where, f"unknown parameter{hint}")
                 continue
@@ -329,7 +351,7 @@ class _Checker:
                 checked[key] = [self._value(param, v) for v in values]
         return checked
 
-    def _check_cases(self, name: str, cases: Any, recipe: Recipe) -> list[dict[str, Any]]:
+    def _check_cases(self, name: str, cases: Any, spec: ParamSet) -> list[dict[str, Any]]:
         path = ("experiments", name, "cases")
         if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
             self.problem(path, f"{name}.cases", "must be a list of tables, e.g. cases = [{lr = 0.1, shots = 1}]")
@@ -338,10 +360,10 @@ class _Checker:
         for case in cases:
             values = {}
             for key, value in case.items():
-                param = recipe.params.get(key)
+                param = spec.get(key)
                 where = f"{name}.cases.{key}"
                 if param is None:
-                    suggestion = recipe.params.suggest(key)
+                    suggestion = spec.suggest(key)
                     hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
                     self.problem(path, where, f"unknown parameter{hint}")
                 elif error := param.check(value):

@@ -76,6 +76,12 @@ class Param:
         return None
 
 
+def free_param(name: str) -> Param:
+    """A parameter that a recipe with open parameters (the ``command`` recipe) does not declare: any TOML
+    value but a table or a date, finite numbers only."""
+    return Param(name, (bool, int, float, str, list), None, "a parameter of the command")
+
+
 def _is_instance(value: Any, types: tuple[type, ...]) -> bool:
     if isinstance(value, bool):
         return bool in types

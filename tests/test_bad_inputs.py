@@ -209,7 +209,7 @@ def test_nan_and_infinity_are_refused_for_every_float_parameter(recorded_project
 
 
 def test_the_non_finite_test_covers_every_recipe_that_has_float_parameters():
-    assert {r for r, _ in _float_params()} == {"finetune", "metric", "scaling"}
+    assert {r for r, _ in _float_params()} == {"command", "finetune", "metric", "scaling"}
     assert ("finetune", "test_fraction") in _float_params() and ("finetune", "scale") in _float_params()
 
 

@@ -55,6 +55,8 @@ def run(
     proj = project(need_config=True)
     config = load_config(proj.config_path)
     the_plan = launcher.plan(config, name)
+    for warning in the_plan.warnings:
+        err_console.print(plain(f"warning: {warning}", "yellow"), soft_wrap=True)
     if dry_run:
         _print_plan(the_plan)
         return

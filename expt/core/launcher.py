@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from expt.config import Config, Expansion, Experiment
@@ -22,6 +22,7 @@ class Plan:
 
     experiment: Experiment
     expansion: Expansion
+    warnings: list[str] = field(default_factory=list)  # said once when it starts, not errors
 
     @property
     def size(self) -> int:
@@ -45,17 +46,33 @@ def plan(config: Config, name: str) -> Plan:
                     problems.append(line)
     if problems:
         raise ConfigError(problems)
-    return Plan(experiment, expansion)
+    return Plan(experiment, expansion, _warnings(experiment))
+
+
+def _warnings(experiment: Experiment) -> list[str]:
+    """The command's own parameters that its command never uses (a typo in the table, say)."""
+    if not experiment.free:
+        return []
+    from expt.core.recipes.command import unused
+
+    idle = unused(experiment.params, list(experiment.free))
+    if not idle:
+        return []
+    return [f"experiment {experiment.name!r}: {', '.join(idle)} {'is' if len(idle) == 1 else 'are'} never used by "
+            "its command (no {" + idle[0] + "} placeholder); the runs record it as a parameter all the same"]
 
 
 def enqueue(store: Store, project: Project, plan: Plan) -> list[Run]:
     """Record every point as a queued run with its folder and config.toml."""
     experiment = plan.experiment
     recipe = get_recipe(experiment.recipe)
-    return [store.create_run(project.runs_dir, experiment=experiment.name, recipe=experiment.recipe,
-                             params=point.params, varying=point.varying, description=experiment.description,
-                             metric=recipe.metric, goal=recipe.goal)
-            for point in plan.expansion.points]
+    runs = []
+    for point in plan.expansion.points:
+        metric, goal = recipe.metric_and_goal(point.params)
+        runs.append(store.create_run(project.runs_dir, experiment=experiment.name, recipe=experiment.recipe,
+                                     params=point.params, varying=point.varying, description=experiment.description,
+                                     metric=metric, goal=goal))
+    return runs
 
 
 def rerun(store: Store, project: Project, run: Run) -> Run:
@@ -76,6 +93,10 @@ def resume(store: Store, runs: list[Run]) -> list[Run]:
         if run.origin != "expt":
             raise UsageError(f"{run.id} was imported ({run.origin}); there is nothing to resume")
     resumable = [run for run in runs if run.status in ("stopped", "crashed", "failed")]
+    for run in resumable:
+        recipe = get_recipe(run.recipe)
+        if recipe.resumable and (reason := recipe.resumable(run.params)):
+            raise UsageError(f"{run.id} cannot be resumed: {reason}")
     if runs and not resumable:
         run = runs[0]
         raise UsageError(f"{run.id} is {run.status}; only stopped, crashed or failed runs can be resumed")

@@ -29,6 +29,8 @@ HEARTBEAT = "heartbeat"
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 TABLES = "tables"
+TRACK = "track.jsonl"  # what expt.track writes under a command run; the worker follows it
+FOLLOW_STATE = ".follow.json"  # how far a command run's metric files were read
 
 FINAL_STATUSES = ("completed", "failed", "stopped", "crashed")
 ACTIVE_STATUSES = ("queued", "starting", "running")
@@ -76,3 +78,13 @@ def heartbeat_age(run_dir: Path, now: float | None = None) -> float | None:
         return (now or time.time()) - os.stat(run_dir / HEARTBEAT).st_mtime
     except OSError:
         return None
+
+
+def count_status(run_dir: Path, status: str) -> int:
+    """How many status events ``status`` the run's metrics.jsonl holds (e.g. its starts: ``running``)."""
+    needle = orjson.dumps({"status": status})[1:-1]
+    try:
+        data = (run_dir / METRICS).read_bytes()
+    except OSError:
+        return 0
+    return sum(1 for line in data.splitlines() if b'"event":"status"' in line and needle in line)

@@ -28,6 +28,11 @@ class StopRequested(Exception):
     """Raised inside a recipe when the run was asked to stop (SIGTERM); the worker records ``stopped``."""
 
 
+class RunCrashed(Exception):
+    """Raised inside a recipe when what it ran died without an exit (a signal expt did not send): the worker
+    records ``crashed`` with the message as the run's error."""
+
+
 class Tracker:
     def __init__(self, run_dir: Path | str, *, flush_interval: float = 0.5, heartbeat_interval: float = 5.0):
         self.run_dir = Path(run_dir)
@@ -152,7 +157,7 @@ class Tracker:
         rows = list(rows)
         columns = list(dict.fromkeys(key for row in rows for key in row))
         json_path = self.path(runfiles.TABLES, f"{name}.json")
-        _atomic_write(json_path, orjson.dumps({"columns": columns, "rows": rows}, option=orjson.OPT_SERIALIZE_NUMPY))
+        atomic_write(json_path, orjson.dumps({"columns": columns, "rows": rows}, option=orjson.OPT_SERIALIZE_NUMPY))
         csv_path = json_path.with_suffix(".csv")
         tmp = csv_path.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="") as handle:
@@ -173,7 +178,7 @@ class Tracker:
             raise StopRequested()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)

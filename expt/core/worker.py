@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 
 from expt.core import runfiles
-from expt.core.tracking import StopRequested, Tracker
+from expt.core.tracking import RunCrashed, StopRequested, Tracker
 from expt.errors import ExptError
 
 EXIT_FAILED = 1
@@ -43,6 +43,10 @@ def run(run_dir: Path) -> int:
         tracker.log("stopped on request; the checkpoint is saved: `expt resume` continues the run")
         tracker.log_status("stopped")
         return EXIT_STOPPED
+    except RunCrashed as error:
+        tracker.log(f"crashed: {error}")
+        tracker.log_status("crashed", error=str(error).splitlines()[0])
+        return EXIT_FAILED
     except ExptError as error:
         tracker.log(f"error: {error}")
         tracker.log_status("failed", error=str(error).splitlines()[0])

@@ -223,7 +223,8 @@ def launch(project: Project, name: str) -> ActionDone:
         started = scheduler.ensure_scheduler(project, store)
     span = runs[0].id if len(runs) == 1 else f"{runs[0].id} .. {runs[-1].id}"
     lines = [f"{name}: {len(runs)} run{'s' * (len(runs) != 1)} queued ({span}) on {describe_pool(settings)}",
-             "a background scheduler is running them" + ("" if started else " (it was already running)")]
+             "a background scheduler is running them" + ("" if started else " (it was already running)"),
+             *(f"warning: {warning}" for warning in plan.warnings)]
     return ActionDone("launch", lines, [r.id for r in runs])
 
 

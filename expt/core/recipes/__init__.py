@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 RunFn = Callable[[dict[str, Any], "Tracker"], None]
 CheckFn = Callable[[dict[str, Any]], "str | None"]
+# a problem of a point: a message about the experiment, or (key, message) about one of its keys
+Problem = "str | tuple[str, str]"
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,9 @@ class Recipe:
     experiments.toml is read); ``preflight`` returns problems with what must exist on
     disk (checked before a run is queued). ``columns`` are summary keys that ``expt compare``
     shows first (the recipe's results table); ``sort`` is the summary key it orders runs by
-    (best first) when no ``--sort`` is given.
+    (best first) when no ``--sort`` is given. ``open_params``: every key the recipe does not declare is a
+    parameter too (the ``command`` recipe's). ``resumable`` returns why a run cannot be resumed, or None;
+    ``ranking`` the (metric, goal) of a run from its params, where the experiment chooses them.
     """
 
     name: str
@@ -46,10 +50,16 @@ class Recipe:
     metric: str
     goal: str = "max"
     skip: CheckFn | None = None
-    validate: Callable[[dict[str, Any]], list[str]] | None = None
+    validate: Callable[[dict[str, Any]], list[Problem]] | None = None
     preflight: Callable[[dict[str, Any]], list[str]] | None = None
     columns: tuple[str, ...] = ()
     sort: str | None = None
+    open_params: bool = False
+    resumable: CheckFn | None = None
+    ranking: Callable[[dict[str, Any]], tuple[str, str]] | None = None
+
+    def metric_and_goal(self, params: dict[str, Any]) -> tuple[str, str]:
+        return self.ranking(params) if self.ranking else (self.metric, self.goal)
 
     @property
     def summary_metric(self) -> str:
@@ -60,15 +70,16 @@ _REGISTRY: dict[str, Recipe] = {}
 
 
 def recipe(name: str, params: ParamSet, *, metric: str, goal: str = "max", skip: CheckFn | None = None,
-           validate: Callable[[dict[str, Any]], list[str]] | None = None,
+           validate: Callable[[dict[str, Any]], list[Problem]] | None = None,
            preflight: Callable[[dict[str, Any]], list[str]] | None = None, columns: tuple[str, ...] = (),
-           sort: str | None = None) -> Callable[[RunFn], RunFn]:
+           sort: str | None = None, open_params: bool = False, resumable: CheckFn | None = None,
+           ranking: Callable[[dict[str, Any]], tuple[str, str]] | None = None) -> Callable[[RunFn], RunFn]:
     """Register ``fn`` as the recipe ``name``; its docstring's first line is the description."""
 
     def register(fn: RunFn) -> RunFn:
         description = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else name
         _REGISTRY[name] = Recipe(name, params, fn, description, metric, goal, skip, validate, preflight,
-                                 tuple(columns), sort)
+                                 tuple(columns), sort, open_params, resumable, ranking)
         return fn
 
     return register
