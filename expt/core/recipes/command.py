@@ -29,13 +29,13 @@ from expt.params import SEED_MAX, Param, params
 if TYPE_CHECKING:
     from expt.core.tracking import Tracker
 
-ALWAYS = ("run_dir", "run_id", "seed", "checkpoint")  # placeholders every command may use
+ALWAYS = ("run_dir", "run_id", "seed", "checkpoint", "python")  # placeholders every command may use
 TEMPLATES = ("command", "resume_args")  # the params whose {name} placeholders are filled
 
 PARAMS = params(
     Param("command", (str, list), "", "the command: a string (split like a shell would, not run by one unless "
           "shell = true) or a list of arguments; {name} is a parameter's value, and {run_dir}, {run_id}, {seed}, "
-          "{checkpoint} are always there", item_type=str),
+          "{checkpoint} and {python} (expt's own interpreter) are always there", item_type=str),
     Param("shell", bool, False, "run the command through /bin/sh (values are quoted for it)"),
     Param("cwd", str, "", "folder the command runs in (default: experiments.toml's folder); relative to it",
           path=True),
@@ -137,9 +137,14 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def placeholder_values(p: dict[str, Any], run_dir: Path, run_id: str) -> dict[str, Any]:
+    return {"python": sys.executable, **p, "run_dir": str(run_dir), "run_id": run_id,
+            "checkpoint": str(run_dir / p["checkpoint"])}
+
+
 def argv(p: dict[str, Any], run_dir: Path, run_id: str, resume: bool) -> list[str] | str:
     """The command to start, placeholders filled: a list of arguments, or one string for the shell."""
-    values = {**p, "run_dir": str(run_dir), "run_id": run_id, "checkpoint": str(run_dir / p["checkpoint"])}
+    values = placeholder_values(p, run_dir, run_id)
     parts = [p["command"]] + ([p["resume_args"]] if resume and p.get("resume_args") else [])
     if p.get("shell"):
         return " ".join(fill(part if isinstance(part, str) else shlex.join(part), values, quote=True)
@@ -163,7 +168,7 @@ def command(p: dict[str, Any], tracker: Tracker) -> None:
     config = runfiles.read_config(run_dir)
     resume = runfiles.count_status(run_dir, "running") > 1 and bool(p.get("resume_args"))
     cmd = argv(p, run_dir, config["id"], resume)
-    values = {**p, "run_dir": str(run_dir), "run_id": config["id"], "checkpoint": str(run_dir / p["checkpoint"])}
+    values = placeholder_values(p, run_dir, config["id"])
     env = {**os.environ, **{k: fill(v, values) if isinstance(v, str) else _text(v) for k, v in p["env"].items()},
            "EXPT_TRACK": str(run_dir / runfiles.TRACK), "EXPT_RUN_DIR": str(run_dir), "EXPT_RUN_ID": config["id"]}
     cwd = p.get("cwd") or os.getcwd()
