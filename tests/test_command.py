@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import expt, wait_for, write_project
+from conftest import expt, screen_text, until, until_shown, wait_for, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -256,3 +256,35 @@ def test_reindex_rebuilds_command_runs_exactly(tmp_path: Path):
     assert [show(folder, f"s-{i}") for i in (1, 2)] == before
     conn = sqlite3.connect(folder / "runs.db")
     assert conn.execute("SELECT COUNT(*) FROM runs WHERE recipe = 'command'").fetchone() == (2,)
+
+
+def test_the_tui_shows_command_runs_in_the_runs_table_detail_and_compare(tmp_path: Path):
+    import asyncio
+
+    from expt.project import Project
+    from expt.tui.app import create_app
+
+    folder = project(tmp_path, sweep="[experiments.s.sweep]\nlr = [0.1, 0.05]")
+    assert expt("run", "s", cwd=folder, timeout=300).returncode == 0
+
+    async def scenario():
+        app = create_app(Project(folder / "experiments.toml"), interval=0.2, image_mode="halfcell")
+        async with app.run_test(size=(100, 30), notifications=True) as pilot:
+            await until_shown(pilot, app, "s-1", "s-2", "2 completed", "60")
+            table = app.runs_screen.table
+            table.move_cursor(row=0)
+            await pilot.press("enter")
+            await until(pilot, lambda: type(app.screen).__name__ == "RunDetailScreen" and app.screen.charts,
+                        what="the run detail")
+            assert {"eval_top1", "train_loss"} <= set(app.screen.charts)
+            await until(pilot, lambda: "epoch 2 done" in "\n".join(app.screen.query_one("#run-log").lines),
+                        what="the script's output in the log")
+            await pilot.press("escape")
+            await until(pilot, lambda: app.screen is app.runs_screen, what="back on the runs")
+            table.move_cursor(row=0)
+            await pilot.press("space", "space", "c")
+            await until(pilot, lambda: type(app.screen).__name__ == "CompareScreen"
+                        and "best_eval_top1" in screen_text(app) and "lr" in screen_text(app), what="compare")
+            await pilot.press("q")
+
+    asyncio.run(scenario())
