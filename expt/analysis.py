@@ -12,6 +12,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from expt.core.runfiles import is_sys_key
 from expt.store import Run
 
 SEED_KEYS = ("seed",)
@@ -116,10 +117,11 @@ def direction(key: str, runs: Sequence[Run] = ()) -> str | None:
     return None
 
 
-def numeric_summary_keys(runs: Sequence[Run]) -> list[str]:
+def numeric_summary_keys(runs: Sequence[Run], sys: bool = False) -> list[str]:
     """Summary keys holding numbers in at least one run: the recipes' own columns first (their results
-    table), then the ranking metric, then the rest."""
-    keys = list(dict.fromkeys(k for r in runs for k, v in r.summary.items() if _is_number(v)))
+    table), then the ranking metric, then the rest; the system metrics' (peak memory ...) only with ``sys``."""
+    keys = list(dict.fromkeys(k for r in runs for k, v in r.summary.items()
+                              if _is_number(v) and (sys or not is_sys_key(k))))
     columns = [k for k in recipe_columns(runs) if k in keys]
     first = [f"best_{r.metric}" for r in runs if r.metric and f"best_{r.metric}" in keys]
     return list(dict.fromkeys(columns + first + keys))
@@ -151,17 +153,18 @@ def best_index(values: Sequence[float | None], goal: str | None) -> int | None:
     return (max if goal == "max" else min)(numbers)[1]
 
 
-def compare_data(runs: Sequence[Run]) -> dict[str, Any]:
-    """The ``expt compare --json`` contract: runs, params_diff, summary (one value per run), groups."""
+def compare_data(runs: Sequence[Run], sys: bool = False) -> dict[str, Any]:
+    """The ``expt compare --json`` contract: runs, params_diff, summary (one value per run), groups; the system
+    metrics' summary keys only with ``sys``."""
     keys = differing_keys([r.params for r in runs])
-    summary_keys = numeric_summary_keys(runs) + [k for r in runs for k, v in r.summary.items()
-                                                  if not _is_number(v)]
+    summary_keys = numeric_summary_keys(runs, sys) + [k for r in runs for k, v in r.summary.items()
+                                                       if not _is_number(v)]
     groups = group_by_seed(runs)
     return {
         "runs": [r.id for r in runs],
         "params_diff": {k: [r.params.get(k) for r in runs] for k in keys},
         "summary": {k: [r.summary.get(k) for r in runs] for k in dict.fromkeys(summary_keys)},
         "groups": [{"runs": [r.id for r in g.runs], "label": g.label,
-                    "stats": {k: s.__dict__ for k in numeric_summary_keys(g.runs) if (s := g.stat(k))}}
+                    "stats": {k: s.__dict__ for k in numeric_summary_keys(g.runs, sys) if (s := g.stat(k))}}
                    for g in groups],
     }

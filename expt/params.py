@@ -158,6 +158,10 @@ def params(*items: Param | Sequence[Param], drop: Sequence[str] = (), **override
     return ParamSet(tuple(by_name.values()))
 
 
+# Every experiment accepts it, whatever its recipe (the registry adds it).
+SYS_INTERVAL = Param("sys_interval", int, 10, "seconds between samples of the run's CPU, memory, I/O and GPU "
+                     "(sys/ metrics, core/sysmon.py); 0 turns them off", min=0, max=3600)
+
 # Shared by the recipes; a recipe may drop or re-default any of them.
 TRAINING = (
     Param("seed", int, 0, "random seed: data sampling, initialisation, augmentation (0 to 2**63 - 1; with "

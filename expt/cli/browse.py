@@ -22,6 +22,8 @@ from expt.errors import UsageError
 from expt.store import Run, Store, open_store
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (a stable contract for scripts).")]
+SysOption = Annotated[bool, typer.Option("--sys", help="Include the system metrics (sys/ series, peak memory, "
+                     "GPU utilisation).")]
 RunsArgument = Annotated[list[str], typer.Argument(help="Run ids, unique id prefixes, or experiment names.")]
 
 
@@ -74,9 +76,10 @@ def show(
                       "(per-class results, classification report, scaling grid ...).")] = False,
     steps: Annotated[int, typer.Option("--steps", min=0, help="Rows of the per-epoch metrics table to show "
                      "(the last ones; 0: all).")] = 30,
+    sys_metrics: SysOption = False,
     json_output: JsonOption = False,
 ) -> None:
-    """One run: params, summary, per-epoch metrics, paths."""
+    """One run: params, summary, per-epoch metrics, system metrics in short (--sys: in full), paths."""
     from expt.core.tracking import read_table
 
     with open_store(project().db_path) as store:
@@ -99,16 +102,39 @@ def show(
     console.print(f"created {when(run.created_at)}  started {when(run.started_at)}  ended {when(run.ended_at)}  "
                   f"({duration(run.duration)})  device {run.device or '-'}")
     console.print(_key_values("params", run.params, highlight=set(run.varying)))
-    if run.summary:
-        console.print(_key_values("summary", run.summary))
-    if run.metrics:
-        for table in _metrics_tables(run.metrics, steps, console.width):
+    summary = {k: v for k, v in run.summary.items() if sys_metrics or not runfiles.is_sys_key(k)}
+    if summary:
+        console.print(_key_values("summary", summary))
+    metrics = {k: v for k, v in run.metrics.items() if sys_metrics or not runfiles.is_sys_key(k)}
+    if metrics:
+        for table in _metrics_tables(metrics, steps, console.width):
             console.print(table)
+    if not sys_metrics and (system := system_line(run)):
+        console.print(plain(system, "dim"))
     if tables:
         for path in _table_files(run):
             columns, rows = read_table(path)
             console.print(_rows_table(path.stem, columns, rows))
     console.print(plain(f"folder {run.run_dir}\nlog    {run.path / runfiles.LOG}", "dim"))
+
+
+def system_line(run: Run) -> str | None:
+    """The run's system metrics in one line: peak memory, mean CPU, and on GPUs peak memory and utilisation."""
+    summary, series = run.summary, run.metrics or {}
+    parts = []
+    if (rss := summary.get("peak_rss_mb")) is not None:
+        parts.append(f"peak memory {number(rss)} MiB")
+    elif points := series.get("sys/rss_mb"):
+        parts.append(f"memory {number(points[-1][1])} MiB (peak so far {number(max(v for _, v in points))})")
+    if (cpu := summary.get("mean_cpu_percent")) is not None:
+        parts.append(f"mean CPU {number(cpu)}%")
+    if (gpu := summary.get("peak_gpu_mem_mb")) is not None:
+        parts.append(f"peak GPU memory {number(gpu)} MiB")
+    if (util := summary.get("mean_gpu_util")) is not None:
+        parts.append(f"mean GPU utilisation {number(util)}%")
+    if not parts:
+        return None
+    return "system: " + ", ".join(parts) + "  (`expt show --sys` for every sample)"
 
 
 def one_run(store: Store, ref: str) -> Run:
@@ -246,6 +272,7 @@ def compare(
                         "grouping runs that differ only in their seed.")] = False,
     sort: Annotated[Optional[str], typer.Option("--sort", help="Order rows by this summary key "
                     "(best first; default: the recipe's own order, e.g. scaling by test_acc).")] = None,
+    sys_metrics: SysOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """Compare runs side by side: config differences, metrics (mean ± 95% CI over seeds), curves."""
@@ -258,7 +285,7 @@ def compare(
         metric = metric or runs[0].metric or "top1"
         curves = {r.id: store.metrics(r, [metric]).get(metric, []) for r in runs}
     if json_output:
-        data = analysis.compare_data(runs)
+        data = analysis.compare_data(runs, sys_metrics)
         data["curves"] = {metric: curves}
         _print_json(data)
         return
@@ -267,19 +294,20 @@ def compare(
     if sort:
         goal = analysis.direction(sort, runs) or "max"
         groups.sort(key=lambda g: (s.mean if (s := g.stat(sort)) else float("-inf")) * (1 if goal == "min" else -1))
-    for table in compare_tables(groups, runs, console.width):
+    for table in compare_tables(groups, runs, console.width, sys_metrics):
         console.print(table)
     chart = _curves(groups, curves, metric)
     if chart is not None:
         console.print(chart)
 
 
-def compare_tables(groups: list[analysis.Group], runs: list[Run], width: int) -> list[Table | Text]:
+def compare_tables(groups: list[analysis.Group], runs: list[Run], width: int, sys_metrics: bool = False
+                   ) -> list[Table | Text]:
     """Config differences and metrics: runs as columns when they fit, else runs as rows."""
     params = [g.params for g in groups]
     differing = analysis.differing_keys(params)
     same = [k for k in dict.fromkeys(k for p in params for k in p) if k not in differing]
-    keys = analysis.numeric_summary_keys(runs)
+    keys = analysis.numeric_summary_keys(runs, sys_metrics)
     stats = {key: [g.stat(key) for g in groups] for key in keys}
     best = {key: analysis.best_index([s.mean if s else None for s in stats[key]], analysis.direction(key, runs))
             for key in keys}
@@ -359,6 +387,7 @@ def export(
     fmt: Annotated[str, typer.Option("--format", "-F", help="csv, md (Markdown) or json.")] = "csv",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of "
                       "stdout.")] = None,
+    sys_metrics: SysOption = False,
 ) -> None:
     """Write the runs table (id, status, params, summary) for papers and spreadsheets."""
     if fmt not in ("csv", "md", "json"):
@@ -367,7 +396,8 @@ def export(
         refresh(store)
         runs = store.resolve(refs) if refs else store.runs()
     rows = [{"id": r.id, "experiment": r.experiment, "recipe": r.recipe, "status": r.status,
-             **{f"params.{k}": v for k, v in r.params.items()}, **{f"summary.{k}": v for k, v in r.summary.items()},
+             **{f"params.{k}": v for k, v in r.params.items()},
+             **{f"summary.{k}": v for k, v in r.summary.items() if sys_metrics or not runfiles.is_sys_key(k)},
              "duration_s": r.duration} for r in runs]
     if fmt == "json":
         text = orjson.dumps([r.to_json() for r in runs], option=orjson.OPT_INDENT_2).decode() + "\n"

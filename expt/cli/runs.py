@@ -254,25 +254,53 @@ def stop(runs: Annotated[list[str], typer.Argument(help="Run ids, prefixes or ex
 
 @app.command()
 def ps(json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """What is queued and running, where, and who schedules it."""
+    """What is queued and running, where, and who schedules it; each device's load, its runs and free slots."""
+    from expt.core import devices
+
     proj = project()
     with open_store(proj.db_path) as store:
         scheduler.reap(store)
         store.ingest()
         active = store.runs("status IN ('queued', 'starting', 'running')")
         owner = scheduler.has_owner(proj)
+        sampler = devices.MachineSampler()
+        rows, queue = devices.overview(store, proj, sampler)
         if json_output:
             import orjson
 
-            typer.echo(orjson.dumps({"scheduler": owner, "runs": [r.to_json() for r in active]}).decode())
+            typer.echo(orjson.dumps({"scheduler": owner, "runs": [r.to_json() for r in active],
+                                     "devices": [d.to_json() for d in rows], "queue": [r.id for r in queue],
+                                     "nvml": sampler.nvml.reason or "ok"}).decode())
             return
         table = Table(box=None, header_style="bold", pad_edge=False)
-        for column in ("id", "status", "device", "pid", "epoch", "time", "host"):
-            table.add_column(column)
+        for column in ("id", "status", "device", "load", "pid", "epoch", "time", "host"):
+            table.add_column(column, justify="right" if column == "load" else "left")
         now = time.time()
+        loads = {run_id: value for d in rows for run_id, value in d.run_load.items()}
         for r in active:
-            table.add_row(r.id, status_text(r.status), r.device or "", str(r.pid or ""),
+            table.add_row(inert(r.id), status_text(r.status), inert(r.device or ""),
+                          f"{loads[r.id]:.0f}%" if r.id in loads else "", str(r.pid or ""),
                           f"{r.epoch}/{r.epochs}" if r.epochs else "",
-                          duration(now - r.started_at) if r.started_at else "", r.host or "")
+                          duration(now - r.started_at) if r.started_at else "", inert(r.host or ""))
         console.print(table if active else "nothing queued or running")
+        console.print(devices_table(rows, sampler.nvml.reason))
+        if queue:
+            console.print(Text(f"queue ({len(queue)}, in order): " + ", ".join(inert(r.id) for r in queue[:20])
+                               + (" ..." if len(queue) > 20 else "")))
         console.print(Text(f"scheduler: {'running' if owner else 'not running'}", style="dim"))
+
+
+def devices_table(rows: list, nvml_reason: str) -> Table:
+    """One line per device: load, memory, power, temperature, its runs and free slots."""
+    table = Table(box=None, header_style="bold", pad_edge=False, title="devices", title_justify="left",
+                  title_style="bold", caption=nvml_reason or None, caption_justify="left")
+    for column in ("device", "name", "util", "memory", "power", "temp", "runs", "free"):
+        table.add_column(column, justify="right" if column in ("util", "power", "temp", "free") else "left")
+    for d in rows:
+        memory = (f"{d.mem_used_mb / 1024:.1f}/{d.mem_total_mb / 1024:.1f} GiB"
+                  if d.mem_used_mb is not None and d.mem_total_mb else "")
+        runs = ", ".join(d.runs) + (f" (+{d.others} other)" if d.others else "")
+        table.add_row(d.name, inert(d.label), f"{d.util:.0f}%" if d.util is not None else "", memory,
+                      f"{d.power_w:.0f} W" if d.power_w is not None else "",
+                      f"{d.temperature_c:.0f}°C" if d.temperature_c is not None else "", inert(runs), str(d.free))
+    return table

@@ -30,7 +30,9 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 TABLES = "tables"
 TRACK = "track.jsonl"  # what expt.track writes under a command run; the worker follows it
-FOLLOW_STATE = ".follow.json"  # how far a command run's metric files were read
+FOLLOW_STATE = ".follow.json"
+SYS_PREFIX = "sys/"  # system metrics (core/sysmon.py): CPU, memory, I/O, GPU
+SYS_SUMMARY = ("peak_rss_mb", "mean_cpu_percent", "peak_gpu_mem_mb", "mean_gpu_util")  # how far a command run's metric files were read
 
 FINAL_STATUSES = ("completed", "failed", "stopped", "crashed")
 ACTIVE_STATUSES = ("queued", "starting", "running")
@@ -88,3 +90,8 @@ def count_status(run_dir: Path, status: str) -> int:
     except OSError:
         return 0
     return sum(1 for line in data.splitlines() if b'"event":"status"' in line and needle in line)
+
+
+def is_sys_key(key: str) -> bool:
+    """A system metric or its summary: kept out of the training metrics' tables unless asked for (--sys)."""
+    return key.startswith(SYS_PREFIX) or key in SYS_SUMMARY

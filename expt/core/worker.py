@@ -17,9 +17,10 @@ import sys
 import traceback
 from pathlib import Path
 
-from expt.core import runfiles
+from expt.core import runfiles, sysmon
 from expt.core.tracking import RunCrashed, StopRequested, Tracker
 from expt.errors import ExptError
+from expt.params import SYS_INTERVAL
 
 EXIT_FAILED = 1
 EXIT_STOPPED = 3
@@ -29,6 +30,7 @@ def run(run_dir: Path) -> int:
     tracker = Tracker(run_dir)
     signal.signal(signal.SIGTERM, tracker.request_stop)
     signal.signal(signal.SIGINT, tracker.request_stop)
+    monitor = None
     try:
         tracker.start_heartbeat()
         config = runfiles.read_config(run_dir)
@@ -38,7 +40,12 @@ def run(run_dir: Path) -> int:
         from expt.core.recipes import get_recipe
 
         recipe = get_recipe(config["recipe"])
-        recipe.run(dict(config["params"]), tracker)
+        monitor = sysmon.start(tracker, config["params"].get("sys_interval", SYS_INTERVAL.default))
+        try:
+            recipe.run(dict(config["params"]), tracker)
+        finally:
+            if monitor is not None:
+                monitor.finish()
     except StopRequested:
         tracker.log("stopped on request; the checkpoint is saved: `expt resume` continues the run")
         tracker.log_status("stopped")
@@ -58,7 +65,7 @@ def run(run_dir: Path) -> int:
         except OSError:
             pass
         try:
-            tracker.log_status("failed", error=explain(error))
+            tracker.log_status("failed", error=explain(error, monitor.memory_detail() if monitor else None))
         except OSError:
             pass  # the disk is full: the reaper marks the run crashed
         return EXIT_FAILED
@@ -72,12 +79,14 @@ def run(run_dir: Path) -> int:
             print(f"expt worker: could not flush metrics: {error}", file=sys.stderr)
 
 
-def explain(error: BaseException) -> str:
-    """One line for a run's ``error``: the exception's last line, with advice for the usual causes."""
+def explain(error: BaseException, memory: str | None = None) -> str:
+    """One line for a run's ``error``: the exception's last line, with advice for the usual causes; ``memory``
+    (what the system monitor saw of the GPUs' memory) goes with an out-of-memory error."""
     last = traceback.format_exception_only(type(error), error)[-1].strip()[:400]
     text = str(error).lower()
     if isinstance(error, MemoryError) or "out of memory" in text or "can't allocate memory" in text:
-        return f"out of memory (lower batch_size, eval_batch_size or img_size): {last}"
+        seen = f" ({memory})" if memory and "cuda" in text else ""
+        return f"out of memory{seen} (lower batch_size, eval_batch_size or img_size): {last}"
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return f"disk full while writing the run's files: {last}"
     return last

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from expt.errors import UsageError
-from expt.params import ParamSet
+from expt.params import SYS_INTERVAL, ParamSet
 from expt.project import display_path
 
 if TYPE_CHECKING:
@@ -75,6 +75,9 @@ def recipe(name: str, params: ParamSet, *, metric: str, goal: str = "max", skip:
            sort: str | None = None, open_params: bool = False, resumable: CheckFn | None = None,
            ranking: Callable[[dict[str, Any]], tuple[str, str]] | None = None) -> Callable[[RunFn], RunFn]:
     """Register ``fn`` as the recipe ``name``; its docstring's first line is the description."""
+
+    if SYS_INTERVAL.name not in params:
+        params = ParamSet(params.params + (SYS_INTERVAL,))
 
     def register(fn: RunFn) -> RunFn:
         description = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else name
