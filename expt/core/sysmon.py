@@ -131,6 +131,11 @@ class SystemMonitor:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+        if not self.cpu:  # a run shorter than the interval gets one sample
+            try:
+                self.sample()
+            except Exception:  # noqa: BLE001
+                pass
         self.tracker.log_summary(**self.summary())
         if note := self.low_utilisation_note():
             self.tracker.log(note)
