@@ -82,6 +82,15 @@ metrics = ["timm/summary.csv"]
     return folder
 
 
+@pytest.fixture
+def leave_nothing_running():
+    """Projects whose runs are stopped when the test ends, passed or not: no script outlives its test."""
+    folders: list[Path] = []
+    yield folders.append
+    for folder in folders:
+        expt("stop", "s", cwd=folder, timeout=120)
+
+
 def braces(code: str) -> str:
     """``code`` with its braces doubled, as a command template writes a literal brace."""
     return code.replace("{", "{{").replace("}", "}}")
@@ -111,8 +120,9 @@ def test_a_sweep_of_a_script_runs_and_compares_like_any_run(tmp_path: Path):
     assert "epoch 2 done" in log and "ValueError: lr too large" in log  # stdout and stderr, both in log.txt
 
 
-def test_a_csv_row_shows_while_the_script_still_runs(tmp_path: Path):
+def test_a_csv_row_shows_while_the_script_still_runs(tmp_path: Path, leave_nothing_running):
     folder = project(tmp_path, args="--wait 1")
+    leave_nothing_running(folder)
     assert expt("run", "s", "--detach", cwd=folder).returncode == 0
     seen = wait_for(lambda: (r := show(folder, "s-1"))["status"] == "running" and r["metrics"].get("eval_top1")
                     and r, timeout=120, what="epoch 1 in `expt show` while the script runs")
@@ -141,8 +151,9 @@ def test_a_script_killed_by_a_signal_crashes(tmp_path: Path):
     assert run["metrics"]["eval_top1"] == [[1, 40.0]]
 
 
-def test_kill_9_of_the_script_from_outside_crashes_the_run(tmp_path: Path):
+def test_kill_9_of_the_script_from_outside_crashes_the_run(tmp_path: Path, leave_nothing_running):
     folder = project(tmp_path, args="--wait 1")
+    leave_nothing_running(folder)
     assert expt("run", "s", "--detach", cwd=folder).returncode == 0
     wait_for(lambda: show(folder, "s-1")["metrics"].get("eval_top1"), timeout=120, what="epoch 1")
     os.kill(int((folder / "runs" / "s-1" / "pid").read_text()), signal.SIGKILL)
@@ -151,8 +162,9 @@ def test_kill_9_of_the_script_from_outside_crashes_the_run(tmp_path: Path):
     assert run["status"] == "crashed" and "SIGKILL" in run["error"]
 
 
-def test_stop_ends_the_run_stopped_and_sigkill_follows_after_the_grace(tmp_path: Path):
+def test_stop_ends_the_run_stopped_and_sigkill_follows_after_the_grace(tmp_path: Path, leave_nothing_running):
     folder = project(tmp_path, args="--wait 1 --ignore-term", extra="stop_grace = 1.0")
+    leave_nothing_running(folder)
     assert expt("run", "s", "--detach", cwd=folder).returncode == 0
     wait_for(lambda: show(folder, "s-1")["metrics"].get("eval_top1"), timeout=120, what="epoch 1")
     stopped = expt("stop", "s-1", cwd=folder)
@@ -163,9 +175,10 @@ def test_stop_ends_the_run_stopped_and_sigkill_follows_after_the_grace(tmp_path:
     assert run["error"] is None
 
 
-def test_resume_reruns_the_command_with_its_resume_args_in_the_same_run(tmp_path: Path):
+def test_resume_reruns_the_command_with_its_resume_args_in_the_same_run(tmp_path: Path, leave_nothing_running):
     folder = project(tmp_path, args="--wait 1", extra='resume_args = "--resume {checkpoint}"\n'
                                                       'checkpoint = "timm/last.json"')
+    leave_nothing_running(folder)
     assert expt("run", "s", "--detach", cwd=folder).returncode == 0
     wait_for(lambda: show(folder, "s-1")["metrics"].get("eval_top1"), timeout=120, what="epoch 1")
     assert expt("stop", "s-1", cwd=folder).returncode == 0

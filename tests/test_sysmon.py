@@ -113,7 +113,13 @@ def test_sys_interval_is_a_parameter_of_every_recipe_and_checked(tmp_path: Path)
 def test_ps_shows_the_cpu_row_its_runs_their_load_and_the_queue(tmp_path: Path):
     folder = project(tmp_path, WAITING, extra="[experiments.grow.sweep]\nseed = [1, 2]")
     assert expt("run", "grow", "--detach", cwd=folder).returncode == 0
+    try:
+        _watch_ps(folder)
+    finally:
+        expt("stop", "grow", cwd=folder, timeout=120)  # passed or not, no spinning script is left behind
 
+
+def _watch_ps(folder: Path) -> None:
     def loaded() -> dict | None:
         data = json.loads(expt("ps", "--json", cwd=folder).stdout)
         row = data["devices"][0]
