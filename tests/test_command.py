@@ -301,3 +301,26 @@ def test_the_tui_shows_command_runs_in_the_runs_table_detail_and_compare(tmp_pat
             await pilot.press("q")
 
     asyncio.run(scenario())
+
+
+def test_values_are_one_argument_each_and_quoted_for_the_shell_only_when_asked(tmp_path: Path):
+    code = braces("import sys, json; json.dump(sys.argv[1:], open(sys.argv[1] + '/argv.json', 'w'))")
+    folder = write_project(tmp_path / "proj", f'''\
+[experiments.plain]
+recipe = "command"
+command = "{{python}} -c \\"{code}\\" {{run_dir}} {{msg}} --lr={{lr:.0e}} $HOME"
+msg = "a b; $HOME"
+lr = 0.001
+
+[experiments.sh]
+recipe = "command"
+shell = true
+command = "echo {{msg}} > {{run_dir}}/out.txt && echo $0 >> {{run_dir}}/out.txt"
+msg = "a b; $HOME"
+''')
+    assert expt("run", "plain", cwd=folder, timeout=300).returncode == 0
+    argv = json.loads((folder / "runs" / "plain-1" / "argv.json").read_text())
+    assert argv[1:] == ["a b; $HOME", "--lr=1e-03", "$HOME"]  # no shell: nothing expanded, nothing split
+    assert expt("run", "sh", cwd=folder, timeout=300).returncode == 0
+    lines = (folder / "runs" / "sh-1" / "out.txt").read_text().splitlines()
+    assert lines[0] == "a b; $HOME" and lines[1].endswith("sh")  # the value quoted; the shell ran the rest
