@@ -30,6 +30,9 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 TABLES = "tables"
 
+# a run recorded by a user's own script through expt.track (standalone): its recipe and backend
+SCRIPT_RECIPE = SCRIPT_BACKEND = "script"
+
 FINAL_STATUSES = ("completed", "failed", "stopped", "crashed")
 ACTIVE_STATUSES = ("queued", "starting", "running")
 
