@@ -527,13 +527,15 @@ class Run:
         if self._finished:
             _warn_once("log-finished", f"run {_shown(self.id)} is finished: log() ignored")
             return
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):
             raise TypeError("log must be passed a dictionary")
         if step is not None:
             step = int(step)
             if step < self._step:
-                _warn_once(f"step-back:{step}", f"log(step={step}) is below the current step {self._step}: "
-                                                "ignored (steps must increase, as in W&B)")
+                if "\0step" not in self._skipped:  # once a run
+                    self._skipped.add("\0step")
+                    print(f"expt.track: log(step={step}) is below the current step {self._step}: ignored, as every "
+                          "such call will be (steps must increase, as in W&B)", file=sys.stderr, flush=True)
                 return
             self._step = step
         values = data
