@@ -60,10 +60,10 @@ print(json.dumps({"seconds": elapsed, "stored": stored, "version": module.__vers
 
 def main() -> None:
     bench = Bench("track", "expt.track: W&B's logging API",
-                  "`expt.track.log` of 4 metrics a call (`import expt.track as wandb`) under `expt run` (protocol lines "
-                  "appended to $EXPT_TRACK) and standalone (a run of its own, through a Tracker), against expt's "
-                  "`Tracker.log_metrics` and against W&B offline and trackio, each timed from the first log to the end "
-                  "of finish().")
+                  "`expt.track.log` of 4 metrics a call (`import expt.track as wandb`) under `expt run` (protocol "
+                  "lines appended to $EXPT_TRACK) and standalone (a run of its own, through a Tracker), against "
+                  "expt's `Tracker.log_metrics` and against W&B offline and trackio, each timed from the first log to "
+                  "the end of finish().")
     points = bench.size(200_000, 2_000)
     peer_points = bench.size(20_000, 400)
     n = bench.repeats(5)

@@ -146,6 +146,41 @@ def test_a_script_is_listed_while_it_runs_and_its_metrics_reach_show(project: Pa
     assert run["metrics"]["train_loss"] == [[0, 1.0], [1, 0.5], [2, 1 / 3]]
 
 
+def test_the_tui_shows_a_script_run_live_until_it_completes(project: Path):
+    import asyncio
+
+    from conftest import until
+    from expt.project import Project
+    from expt.tui.app import create_app
+
+    script = write_script(project, LIVE)
+    go = project / "go"
+    process = start(script, str(go), cwd=project)
+
+    def shown_status(app) -> str | None:  # dml-1's status cell in the runs table, as on the screen
+        table = app.runs_screen.table
+        for row in table.ordered_rows:
+            cells = dict(zip((str(c.key.value) for c in table.ordered_columns), table.get_row(row.key)))
+            if str(getattr(cells["id"], "plain", cells["id"])) == "dml-1":
+                return str(getattr(cells["status"], "plain", cells["status"]))
+        return None
+
+    async def scenario():
+        app = create_app(Project(project / "experiments.toml"), interval=0.2, image_mode="halfcell")
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: shown_status(app) == "running", timeout=WAIT, what="dml-1 shown running")
+            go.touch()
+            await until(pilot, lambda: shown_status(app) == "completed", timeout=WAIT, what="dml-1 completed")
+
+    try:
+        asyncio.run(scenario())
+        out, err = _finish(process)
+    finally:
+        go.touch()
+        process.kill()
+    assert process.returncode == 0, out + err
+
+
 @pytest.mark.parametrize("ending, error", [
     ("raise ValueError('boom 42')", "ValueError: boom 42"),
     ("sys.exit(3)", "the script ended with exit code 3"),
