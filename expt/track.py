@@ -650,7 +650,7 @@ def _install_exit_hooks() -> None:
     _state.hooks_installed = True
     original_exit = sys.exit
 
-    def exit(code: Any = None) -> None:  # noqa: A001 - W&B records sys.exit's code the same way
+    def exit(code: Any = None) -> None:  # W&B records sys.exit's code the same way
         _state.exit_code = code
         original_exit(code)
 
