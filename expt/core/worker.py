@@ -45,7 +45,10 @@ def run(run_dir: Path) -> int:
             recipe.run(dict(config["params"]), tracker)
         finally:
             if monitor is not None:
-                monitor.finish()
+                try:
+                    monitor.finish()
+                except Exception:  # noqa: BLE001  (out of memory, say) the recipe's own error is the one to report
+                    pass
     except StopRequested:
         tracker.log("stopped on request; the checkpoint is saved: `expt resume` continues the run")
         tracker.log_status("stopped")
