@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from expt.core import runfiles
+from expt.core import runfiles, study
 from expt.core.runfiles import ACTIVE_STATUSES
 from expt.project import Project
 from expt.store import Run, Store, this_host
@@ -174,6 +174,7 @@ def stop(store: Store, runs: list[Run]) -> list[str]:
             notes.append(f"{run.id}: stopping (SIGTERM to pid {run.pid}); it checkpoints and ends 'stopped'")
         else:
             notes.append(f"{run.id}: stopping as soon as its worker starts")
+    study.after_stop(store, runs)
     return notes
 
 
@@ -214,7 +215,7 @@ def reap(store: Store, runs: list[Run] | None = None, now: float | None = None) 
         fresh = store.get(run.id)
         if fresh is None or fresh.status not in ("starting", "running"):
             continue
-        status = "stopped" if fresh.stop_requested else "crashed"
+        status = runfiles.stop_status(run.path) if fresh.stop_requested else "crashed"
         error = None if status == "stopped" else crash_reason(run.path)
         try:
             runfiles.append_event(run.path, "status", status=status, error=error)
@@ -286,6 +287,7 @@ class Scheduler:
         if not self.owner:
             return []
         settings = self.settings or PoolSettings.load(self.project)
+        study.step(store, self.project, settings)  # search experiments: tell, prune, ask trials for free slots
         queued = store.runs("status = 'queued'", order="rid")
         if not queued:
             return []
@@ -307,7 +309,8 @@ class Scheduler:
         """Run until nothing is queued or running (the detached scheduler's loop)."""
         while True:
             self.tick(store)
-            if not store.runs(f"status IN ({', '.join('?' * len(ACTIVE_STATUSES))})", ACTIVE_STATUSES, limit=1):
+            if not store.runs(f"status IN ({', '.join('?' * len(ACTIVE_STATUSES))})", ACTIVE_STATUSES, limit=1) \
+                    and not study.pending(self.project.runs_dir):
                 break
             time.sleep(interval)
 
@@ -337,7 +340,7 @@ def spawn_scheduler(project: Project) -> subprocess.Popen:
 
 def ensure_scheduler(project: Project, store: Store) -> bool:
     """Start a detached scheduler if runs are queued and no one holds the lock; True if one was started."""
-    if store.runs("status = 'queued'", limit=1) and not has_owner(project):
+    if (store.runs("status = 'queued'", limit=1) or study.pending(project.runs_dir)) and not has_owner(project):
         spawn_scheduler(project)
         return True
     return False
@@ -351,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     scheduler = Scheduler(project)
     with Store(project.db_path) as store:
         while not scheduler.acquire():
-            if not store.runs("status = 'queued'", limit=1):
+            if not store.runs("status = 'queued'", limit=1) and not study.pending(project.runs_dir):
                 return
             time.sleep(1.0)
         print(f"{time.strftime('%F %T')} scheduler {os.getpid()} serving {project.root}", flush=True)
