@@ -332,3 +332,40 @@ def test_two_expt_run_at_once_never_exceed_trials(tmp_path: Path):
     more = expt("run", "c", "--trials", "6", "--jobs", "2", cwd=project)  # --trials extends the study
     assert more.returncode == 0, more.stdout + more.stderr
     assert len(runs_of(project, "c")) == 6
+
+
+# -- the TUI -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_tui_launches_a_study_and_shows_its_progress_and_trials(tmp_path: Path):
+    import asyncio
+
+    from conftest import screen_text, until, until_shown
+    from expt.project import Project
+    from expt.tui.app import create_app
+
+    project = command_project(tmp_path, command_experiment("t", 'sampler = "random"\ntrials = 3\nseed = 2',
+                                                           epochs=2, pace=0.2))
+
+    async def scenario():
+        app = create_app(Project(project / "experiments.toml"), interval=0.2, image_mode="halfcell")
+        async with app.run_test(size=(100, 30), notifications=True) as pilot:
+            await pilot.press("2")
+            screen = app.experiments_screen
+            await until(pilot, lambda: screen.table.row_count == 1, what="the experiment")
+            await until_shown(pilot, app, "a study: 3 trials, random sampler over q")
+            await pilot.press("enter")
+            await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", what="the confirmation")
+            assert "3 runs" in screen_text(app)
+            await pilot.press("y")
+            await until_shown(pilot, app, "3/3 trials", "best", "(done)", timeout=120)
+            await pilot.press("s")
+            await until_shown(pilot, app, "study t", "random sampler", "importances", timeout=30)
+            text = screen_text(app)
+            assert text.count("completed") >= 3 and "t-1" in text and "t-3" in text
+            await pilot.press("enter")  # the best trial's run
+            await until(pilot, lambda: type(app.screen).__name__ == "RunDetailScreen", what="the trial's run")
+            await pilot.press("q")
+
+    asyncio.run(scenario())

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from expt.project import Project
 
 STUDIES = ".studies"
-MAX_INFEASIBLE = 200  # points in a row the recipe rejects before the study gives up asking
+MAX_INFEASIBLE = 500  # points in a row the recipe rejects before the study gives up asking
 
 
 @dataclass
