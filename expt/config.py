@@ -94,7 +94,7 @@ class Experiment:
 
     @property
     def size(self) -> int:
-        return len(self.expand().points)
+        return self.search.trials if self.search else len(self.expand().points)
 
 
 @dataclass(frozen=True)
