@@ -358,8 +358,10 @@ def test_the_tui_launches_a_study_and_shows_its_progress_and_trials(tmp_path: Pa
             await pilot.press("enter")
             await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", what="the confirmation")
             assert "3 runs" in screen_text(app)
-            await pilot.press("y")
-            await until_shown(pilot, app, "3/3 trials", "best", "(done)", timeout=120)
+            await pilot.press("y")  # launched, the app shows the runs as they come
+            await until_shown(pilot, app, "t-3", "3 completed", timeout=120)
+            await pilot.press("2")
+            await until_shown(pilot, app, "3/3 trials", "best", "(done)", timeout=30)
             await pilot.press("s")
             await until_shown(pilot, app, "study t", "random sampler", "importances", timeout=30)
             text = screen_text(app)
