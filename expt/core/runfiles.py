@@ -35,6 +35,9 @@ PRUNE = "prune"  # written by a study's pruner before its SIGTERM: the stopped r
 SYS_PREFIX = "sys/"  # system metrics (core/sysmon.py): CPU, memory, I/O, GPU
 SYS_SUMMARY = ("peak_rss_mb", "mean_cpu_percent", "peak_gpu_mem_mb", "mean_gpu_util")  # how far a command run's metric files were read
 
+# a run recorded by a user's own script through expt.track (standalone): its recipe and backend
+SCRIPT_RECIPE = SCRIPT_BACKEND = "script"
+
 FINAL_STATUSES = ("completed", "failed", "stopped", "crashed", "pruned")
 RESUMABLE_STATUSES = ("stopped", "crashed", "failed", "pruned")
 ACTIVE_STATUSES = ("queued", "starting", "running")

@@ -25,8 +25,8 @@ from typing import Any
 
 import orjson
 
-from expt.core import runfiles, study
-from expt.core.runfiles import ACTIVE_STATUSES
+from expt.core import runfiles
+from expt.core.runfiles import ACTIVE_STATUSES, SCRIPT_BACKEND
 from expt.project import Project
 from expt.store import Run, Store, this_host
 
@@ -129,8 +129,13 @@ def launch(store: Store, run: Run, slot: Slot, cwd: Path) -> subprocess.Popen | 
     return process
 
 
-def process_alive(pid: int | None) -> bool:
-    """Is ``pid`` a live (not zombie) expt worker on this machine?"""
+def process_alive(pid: int | None, started: int | None = None) -> bool:
+    """Is ``pid`` a live (not zombie) expt worker on this machine?
+
+    With ``started`` (a script run's own process, whatever its command line): is it alive and the very
+    process that started at that time (clock ticks after boot, see ``process_start``), so that a pid the
+    system has given to another process since does not count.
+    """
     if not pid:
         return False
     try:
@@ -140,12 +145,37 @@ def process_alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat[stat.rindex(")") + 2] in "ZX":
+        fields = _stat_fields(pid)
+        if fields[0] in "ZX":
             return False
+        if started is not None:
+            return int(fields[19]) == started
         return b"expt.core.worker" in Path(f"/proc/{pid}/cmdline").read_bytes() or _is_slurm_wrapper(pid)
     except (OSError, ValueError, IndexError):
         return True  # no /proc: trust the kill(0)
+
+
+def process_start(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks after boot (field 22 of /proc/PID/stat); None without /proc."""
+    try:
+        return int(_stat_fields(pid)[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat from its third field (the state) on: the command name before it may hold spaces."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def run_process_alive(run: Run) -> bool:
+    """Is the local process of ``run`` alive: its worker, or for a script run (expt.track) the script itself?"""
+    if run.backend == SCRIPT_BACKEND:
+        # its job_id is the start time recorded when it began; without one, alive and not a zombie is all we know
+        started = int(run.job_id) if run.job_id and run.job_id.isdigit() else process_start(run.pid or 0)
+        return process_alive(run.pid, started)
+    return process_alive(run.pid)
 
 
 def _is_slurm_wrapper(pid: int) -> bool:
@@ -170,18 +200,27 @@ def stop(store: Store, runs: list[Run]) -> list[str]:
             notes.append(slurm.cancel(run))
         elif run.host not in (None, this_host()):
             notes.append(f"{run.id}: runs on {run.host}; stop it from there")
+        elif run.backend == SCRIPT_BACKEND:
+            if run_process_alive(run) and signal_worker(run.pid, group=False):
+                notes.append(f"{run.id}: stopping (SIGTERM to its script, pid {run.pid}); it ends 'stopped'")
+            else:
+                notes.append(f"{run.id}: its script is gone; the run is marked 'stopped'")
+                reap(store, [store.get(run.id) or run])
         elif run.pid and process_alive(run.pid) and signal_worker(run.pid):
             notes.append(f"{run.id}: stopping (SIGTERM to pid {run.pid}); it checkpoints and ends 'stopped'")
         else:
             notes.append(f"{run.id}: stopping as soon as its worker starts")
+    from expt.core import study  # here, not at the top: expt.track imports this module (its contract)
+
     study.after_stop(store, runs)
     return notes
 
 
-def signal_worker(pid: int, sig: int = signal.SIGTERM) -> bool:
-    """Signal a worker: its whole process group when it leads one (local workers), else the process."""
+def signal_worker(pid: int, sig: int = signal.SIGTERM, group: bool = True) -> bool:
+    """Signal a worker: its whole process group when it leads one (local workers), else (or with ``group``
+    false: a user's script, whose group is its shell job) the process alone."""
     try:
-        if os.getpgid(pid) == pid:
+        if group and os.getpgid(pid) == pid:
             os.killpg(pid, sig)
         else:
             os.kill(pid, sig)
@@ -205,7 +244,7 @@ def reap(store: Store, runs: list[Run] | None = None, now: float | None = None) 
             if slurm.alive(run):
                 continue
         elif run.host == this_host():
-            if process_alive(run.pid) or (run.pid is None and run.status == "starting"):
+            if run_process_alive(run) or (run.pid is None and run.status == "starting"):
                 continue
         else:
             age = runfiles.heartbeat_age(run.path, now)
@@ -216,7 +255,8 @@ def reap(store: Store, runs: list[Run] | None = None, now: float | None = None) 
         if fresh is None or fresh.status not in ("starting", "running"):
             continue
         status = runfiles.stop_status(run.path) if fresh.stop_requested else "crashed"
-        error = None if status == "stopped" else crash_reason(run.path)
+        process = "script" if run.backend == SCRIPT_BACKEND else "worker"
+        error = None if status != "crashed" else crash_reason(run.path, process)
         try:
             runfiles.append_event(run.path, "status", status=status, error=error)
             store.ingest_run(fresh)
@@ -226,12 +266,12 @@ def reap(store: Store, runs: list[Run] | None = None, now: float | None = None) 
     return dead
 
 
-def crash_reason(run_dir: Path) -> str:
-    reason = "the worker process died without a final status (killed, out of memory, or the machine restarted)"
+def crash_reason(run_dir: Path, process: str = "worker") -> str:
+    reason = f"the {process} process died without a final status (killed, out of memory, or the machine restarted)"
     try:
         stats = os.statvfs(run_dir)
         if stats.f_bavail * stats.f_frsize < 1 << 20:
-            reason = "the worker process died without a final status: the disk holding its folder is full"
+            reason = f"the {process} process died without a final status: the disk holding its folder is full"
     except OSError:
         pass
     return reason
@@ -287,6 +327,8 @@ class Scheduler:
         if not self.owner:
             return []
         settings = self.settings or PoolSettings.load(self.project)
+        from expt.core import study  # search experiments (imported here: see stop)
+
         study.step(store, self.project, settings)  # search experiments: tell, prune, ask trials for free slots
         queued = store.runs("status = 'queued'", order="rid")
         if not queued:
@@ -310,9 +352,18 @@ class Scheduler:
         while True:
             self.tick(store)
             if not store.runs(f"status IN ({', '.join('?' * len(ACTIVE_STATUSES))})", ACTIVE_STATUSES, limit=1) \
-                    and not study.pending(self.project.runs_dir):
+                    and not _study_pending(self.project):
                 break
             time.sleep(interval)
+
+
+def _study_pending(project: Project) -> bool:
+    """Is a search experiment's study active (trials to ask or tell)? One stat when there is no study."""
+    if not (project.runs_dir / ".studies").is_dir():
+        return False
+    from expt.core import study
+
+    return study.pending(project.runs_dir)
 
 
 def has_owner(project: Project) -> bool:
@@ -340,7 +391,7 @@ def spawn_scheduler(project: Project) -> subprocess.Popen:
 
 def ensure_scheduler(project: Project, store: Store) -> bool:
     """Start a detached scheduler if runs are queued and no one holds the lock; True if one was started."""
-    if (store.runs("status = 'queued'", limit=1) or study.pending(project.runs_dir)) and not has_owner(project):
+    if (store.runs("status = 'queued'", limit=1) or _study_pending(project)) and not has_owner(project):
         spawn_scheduler(project)
         return True
     return False
@@ -354,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
     scheduler = Scheduler(project)
     with Store(project.db_path) as store:
         while not scheduler.acquire():
-            if not store.runs("status = 'queued'", limit=1) and not study.pending(project.runs_dir):
+            if not store.runs("status = 'queued'", limit=1) and not _study_pending(project):
                 return
             time.sleep(1.0)
         print(f"{time.strftime('%F %T')} scheduler {os.getpid()} serving {project.root}", flush=True)

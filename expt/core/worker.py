@@ -45,7 +45,10 @@ def run(run_dir: Path) -> int:
             recipe.run(dict(config["params"]), tracker)
         finally:
             if monitor is not None:
-                monitor.finish()
+                try:
+                    monitor.finish()
+                except Exception:  # noqa: BLE001  (out of memory, say) the recipe's own error is the one to report
+                    pass
     except StopRequested:
         status = runfiles.stop_status(run_dir)
         tracker.log(f"{status} on request; the checkpoint is saved: `expt resume` continues the run")
