@@ -50,8 +50,9 @@ def run(run_dir: Path) -> int:
                 except Exception:  # noqa: BLE001  (out of memory, say) the recipe's own error is the one to report
                     pass
     except StopRequested:
-        tracker.log("stopped on request; the checkpoint is saved: `expt resume` continues the run")
-        tracker.log_status("stopped")
+        status = runfiles.stop_status(run_dir)
+        tracker.log(f"{status} on request; the checkpoint is saved: `expt resume` continues the run")
+        tracker.log_status(status)
         return EXIT_STOPPED
     except RunCrashed as error:
         tracker.log(f"crashed: {error}")
