@@ -113,6 +113,13 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60, interval: flo
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
+def training_metrics(store, run) -> dict:
+    """A run's metrics without its system samples (sys/: CPU, memory, which no two runs share)."""
+    from expt.core.runfiles import is_sys_key
+
+    return {k: v for k, v in store.metrics(run).items() if not is_sys_key(k)}
+
+
 def ingested_run(project: Path, run_id: str):
     """The run as runs.db has it once everything its worker wrote is ingested."""
     from expt.store import Store

@@ -35,7 +35,7 @@ REFUSED = [
     (["show", "tiny"], 2, "'tiny' names 2 runs (tiny-1, tiny-2); give one run id"),
     (["compare", "tiny-1"], 2, "compare needs at least two runs"),
     (["export", "--format", "xls"], 2, "--format 'xls': expected csv, md or json"),
-    (["resume", "tiny-1"], 2, "tiny-1 is completed; only stopped, crashed or failed runs can be resumed"),
+    (["resume", "tiny-1"], 2, "tiny-1 is completed; only stopped, crashed, failed or pruned runs can be resumed"),
     (["run", "tinny"], 2, "no experiment 'tinny' (did you mean 'tiny'?)"),
     (["recipes", "finetun"], 2, "unknown recipe 'finetun' (did you mean 'finetune'?)"),
     (["ls", "--bogus-option"], 2, "No such option"),

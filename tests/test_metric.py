@@ -13,7 +13,7 @@ import orjson
 import pytest
 import torch
 
-from conftest import ended, expt, ingested_run, write_project
+from conftest import ended, expt, ingested_run, training_metrics, write_project
 
 # -- retrieval scores against independent computations -------------------------------------------------------
 
@@ -524,7 +524,7 @@ def test_a_run_stopped_in_its_second_phase_resumes_there_and_matches_a_straight_
     with Store(folder / "runs.db") as store:
         straight, interrupted = store.get("straight-1"), store.get("interrupted-1")
         assert interrupted.status == "completed" and (interrupted.epoch, interrupted.epochs) == (20, 20)
-        assert store.metrics(straight) == store.metrics(interrupted)
+        assert training_metrics(store, straight) == training_metrics(store, interrupted)
         for key in ("precision_at_1", "precision_at_1_2", "map_at_r2", "precision_drop_unseen_classes",
                     "precision_drop_all_classes"):
             assert straight.summary[key] == interrupted.summary[key], key

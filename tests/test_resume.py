@@ -9,7 +9,7 @@ import pytest
 from expt.core import runfiles
 from expt.store import Store
 
-from conftest import ended, expt, ingested_run, wait_for, write_project
+from conftest import ended, expt, ingested_run, training_metrics, wait_for, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ TOML = f"[experiments.straight]\n{BODY}\n[experiments.interrupted]\n{BODY}\n" \
 
 def _metrics(store: Store, run_id: str) -> dict:
     run = store.get(run_id)
-    return {k: v for k, v in store.metrics(run).items()}
+    return training_metrics(store, run)
 
 
 def test_stopped_and_resumed_run_matches_one_that_ran_straight_through(tmp_path: Path):
@@ -69,7 +69,7 @@ def test_a_failing_run_records_its_error_and_resume_refuses_completed_runs(tmp_p
     assert "Traceback" not in (project / "runs" / "broken-1" / "log.txt").read_text()
     assert expt("run", "straight", cwd=project).returncode == 0
     refused = expt("resume", "straight-1", cwd=project)
-    assert refused.returncode == 2 and "only stopped, crashed or failed runs" in refused.stderr
+    assert refused.returncode == 2 and "only stopped, crashed, failed or pruned runs" in refused.stderr
 
 
 def test_resuming_an_experiment_passes_over_its_completed_runs(tmp_path: Path):

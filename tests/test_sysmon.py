@@ -10,7 +10,7 @@ import pytest
 
 from conftest import expt, wait_for, write_project
 
-# allocates 40 MiB, then waits until the worker's monitor has logged a sample taken after it, six times over:
+# allocates 40 MiB, then waits until the worker's monitor has logged a sample taken after it, four times over:
 # the memory seen grows from sample to sample however slow the machine is
 GROWING = r'''
 import os, time
@@ -19,7 +19,7 @@ def samples():
     with open(path, "rb") as handle:
         return handle.read().count(b'"sys/rss_mb"')
 blocks = []
-for i in range(6):
+for i in range(4):
     blocks.append(bytearray(40 * 2**20))
     seen = samples()
     while samples() < seen + 2:
@@ -68,7 +68,7 @@ def test_a_run_whose_memory_grows_is_seen_growing(grown: Path):
     run = show(grown, "grow-1")
     rss = [value for _, value in run["metrics"]["sys/rss_mb"]]
     after_each = rss[1:]  # each sample after the first follows one more 40 MiB block
-    assert len(rss) >= 7 and max(rss) - rss[0] > 200, rss
+    assert len(rss) >= 5 and max(rss) - rss[0] > 100, rss  # three more 40 MiB blocks after the first sample
     assert all(b >= a - 5 for a, b in zip(after_each, after_each[1:])), rss
     assert run["summary"]["peak_rss_mb"] >= max(rss) - 0.1 and run["summary"]["mean_cpu_percent"] >= 0
     assert {"sys/cpu_percent", "sys/read_mb_s", "sys/write_mb_s"} <= set(run["metrics"])
