@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from expt.core.recipes import recipe
-from expt.params import SEED_MAX, Param, params
+from expt.params import SEED_MAX, SYS_INTERVAL, Param, params
 
 if TYPE_CHECKING:
     from expt.core.tracking import Tracker
@@ -93,7 +93,7 @@ def _validate(p: dict[str, Any]) -> list[str | tuple[str, str]]:
             if name not in known:
                 close = difflib.get_close_matches(name, known, n=1)
                 hint = f" (did you mean {{{close[0]}}}?)" if close else ""
-                own = sorted(n for n in known if n not in PARAMS and n not in ALWAYS)
+                own = sorted(n for n in known if n not in PARAMS and n not in ALWAYS and n != SYS_INTERVAL.name)
                 problems.append((key, f"{{{name}}} names no parameter{hint}; parameters: "
                                       + (", ".join(own) or "none") + f"; always there: {', '.join(ALWAYS)}"))
             elif name not in ALWAYS and p.get(name) is None:
