@@ -132,9 +132,17 @@ def steps(run: dict, key: str = "top1") -> list[int]:
     return [step for step, _ in run["metrics"][key]]
 
 
-def written_steps(folder: Path, run_id: str) -> list[int]:
+def written_steps(folder: Path, run_id: str, key: str = "top1") -> list[int]:
+    """The steps of ``key`` in the run's metrics.jsonl, as its workers wrote them."""
     lines = (folder / "runs" / run_id / "metrics.jsonl").read_bytes().splitlines()
-    return sorted({record["step"] for record in map(orjson.loads, lines) if "event" not in record})
+    return sorted({record["step"] for record in map(orjson.loads, lines) if key in record})
+
+
+def every_epoch_once(run: dict, folder: Path) -> bool:
+    """Every epoch's metrics, written by however many jobs, are in runs.db, none lost, none twice (the progress
+    column can lag the last one by one: a stop after an epoch's metrics comes before the next progress event)."""
+    done = steps(run)
+    return done == written_steps(folder, run["id"]) == list(range(1, len(done) + 1)) and len(done) >= run["epoch"]
 
 
 def release(job_id: str) -> None:
@@ -208,8 +216,7 @@ def test_a_third_run_waits_pending_stop_reaches_the_worker_and_resume_resubmits_
     expt("stop", "three", cwd=folder)
     wait_for(lambda: all(r["status"] == "stopped" for r in (show(folder, f"three-{i}") for i in (1, 2, 3))),
              timeout=120, interval=0.5, what="every run of three to stop")
-    run = show(folder, first["id"])
-    assert steps(run) == list(range(1, run["epoch"] + 1))  # nothing lost, nothing twice across the two jobs
+    assert every_epoch_once(show(folder, first["id"]), folder)  # across the two jobs
 
 
 def _tui_shows(folder: Path, run_id: str, text: str) -> None:
@@ -238,7 +245,7 @@ def test_a_job_that_slurm_cancels_ends_crashed_with_slurms_reason_and_every_line
     run = show(folder, "endless-1")
     assert run["error"].startswith(f"Slurm job {run['job_id']} ended CANCELLED: JOB {run['job_id']} ON ")
     assert "CANCELLED AT" in run["error"] and "\n" not in run["error"]
-    assert steps(run) == written_steps(folder, "endless-1") == list(range(1, len(steps(run)) + 1))
+    assert every_epoch_once(run, folder) and run["epoch"] >= 2
     assert f"Slurm ends job {run['job_id']}" in log(folder, "endless-1")  # it saved its checkpoint first
     assert (folder / "runs" / "endless-1" / "checkpoint.pt").is_file()
 
@@ -251,7 +258,7 @@ def test_a_job_past_its_time_limit_ends_crashed_with_the_time_limit_as_reason(cl
     run = show(folder, "endless-1")
     assert run["error"].startswith(f"Slurm job {run['job_id']} ended TIMEOUT (TimeLimit): ")
     assert run["error"].endswith("DUE TO TIME LIMIT")
-    assert steps(run) == written_steps(folder, "endless-1") and steps(run)
+    assert every_epoch_once(run, folder) and steps(run)
     assert "TimeLimit): the checkpoint is saved" in log(folder, "endless-1")
 
 
@@ -293,8 +300,7 @@ def test_a_preempted_job_and_a_time_limit_warning_requeue_and_continue_the_same_
              what="one more epoch")
     expt("stop", "endless-1", cwd=folder)
     wait_for(lambda: show(folder, "endless-1")["status"] == "stopped", timeout=120, interval=0.5, what="the stop")
-    run = show(folder, "endless-1")
-    assert steps(run) == written_steps(folder, "endless-1") == list(range(1, run["epoch"] + 1))
+    assert every_epoch_once(show(folder, "endless-1"), folder)
 
 
 def test_detached_runs_survive_the_submitting_process_and_another_process_follows_them(cluster_project):
