@@ -87,7 +87,7 @@ def cluster_project(tmp_path: Path):
         jobs = _job_ids(folder)
         if jobs:
             subprocess.run(["scancel", *jobs], capture_output=True, timeout=60)
-            wait_for(lambda: not _squeue(jobs, active_only=True), timeout=120, interval=0.5,
+            wait_for(lambda: not _active_jobs(jobs), timeout=120, interval=0.5,
                      what=f"jobs {jobs} to leave the cluster")
 
 
@@ -100,9 +100,10 @@ def _job_ids(folder: Path) -> list[str]:
         return [row[0] for row in conn.execute("SELECT DISTINCT job_id FROM runs WHERE job_id IS NOT NULL")]
 
 
-def _squeue(jobs: list[str], active_only: bool = False) -> dict[str, str]:
-    done = subprocess.run(["squeue", "-h", "-j", ",".join(jobs), "-o", "%i|%T"] + ([] if active_only else ["-t", "all"]),
-                          capture_output=True, text=True, timeout=30)
+def _active_jobs(jobs: list[str]) -> dict[str, str]:
+    """Those of ``jobs`` Slurm still has pending, running or completing, with their state."""
+    done = subprocess.run(["squeue", "-h", "-j", ",".join(jobs), "-o", "%i|%T"], capture_output=True, text=True,
+                          timeout=30)
     return dict(line.split("|", 1) for line in done.stdout.split())
 
 
