@@ -191,6 +191,12 @@ async def drive(project, probe_samples: int, watch: float) -> dict[str, list[flo
             await asyncio.sleep(rng.uniform(0.05, 0.2))
             await probe.key(pilot, "back", "escape", lambda: app.screen is app.runs_screen)
             await asyncio.sleep(rng.uniform(0.05, 0.2))
+        devices = app.devices_screen  # issue 17: the feed samples the machine while it is shown
+        for _ in range(probe_samples):
+            await probe.key(pilot, "devices", "3", lambda: app.screen is devices)
+            await asyncio.sleep(rng.uniform(0.3, 0.6))  # long enough for a sample or two to be drawn
+            await probe.key(pilot, "devices_back", "1", lambda: app.screen is app.runs_screen)
+            await asyncio.sleep(rng.uniform(0.05, 0.2))
         watching = time.monotonic()  # from here on nobody types: the live refresh alone
         await pilot.pause(watch)
         results.update(probe.latencies)
@@ -388,7 +394,9 @@ def main() -> None:
         quiet = measure_live(bench, work / "quiet", 1, rate, samples, watch)
         loaded = measure_live(bench, work / "live", writers_n, rate, samples, watch)
         for name, label in (("move", "move (down/up)"), ("filter", "filter (type, backspace)"),
-                            ("open", "open a run (enter)"), ("back", "back to the runs (escape)")):
+                            ("open", "open a run (enter)"), ("back", "back to the runs (escape)"),
+                            ("devices", "open the Devices screen (3)"),
+                            ("devices_back", "back to the runs from Devices, which sampled meanwhile (1)")):
             bench.row(f"keypress: {label}, p95", percentile_figure(loaded[name]), percentile_figure(quiet[name]),
                       "1 run logging", result_under(100, "ms"))
         bench.row("filter: until runs.db's answer is on screen too, p95", percentile_figure(loaded["filter_db"]),

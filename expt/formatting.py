@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.text import Text
 
 STATUS_STYLES = {
     "queued": "dim", "starting": "cyan", "running": "bold cyan", "completed": "green",
@@ -31,10 +32,14 @@ def inert(text: object) -> str:
 
 def plain(text: object, style: str = "") -> Text:
     """User text as a rich Text: never parsed as markup, control codes made inert."""
+    from rich.text import Text  # here, not at the top: expt.track prints with inert() and must not import rich
+
     return Text(inert(text), style=style)
 
 
 def status_text(status: str) -> Text:
+    from rich.text import Text
+
     return Text(status, style=STATUS_STYLES.get(status, ""))
 
 

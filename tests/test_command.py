@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -301,3 +303,52 @@ def test_the_tui_shows_command_runs_in_the_runs_table_detail_and_compare(tmp_pat
             await pilot.press("q")
 
     asyncio.run(scenario())
+
+
+def test_values_are_one_argument_each_and_quoted_for_the_shell_only_when_asked(tmp_path: Path):
+    code = braces("import sys, json; json.dump(sys.argv[1:], open(sys.argv[1] + '/argv.json', 'w'))")
+    folder = write_project(tmp_path / "proj", f'''\
+[experiments.plain]
+recipe = "command"
+command = "{{python}} -c \\"{code}\\" {{run_dir}} {{msg}} --lr={{lr:.0e}} $HOME"
+msg = "a b; $HOME"
+lr = 0.001
+
+[experiments.sh]
+recipe = "command"
+shell = true
+command = "echo {{msg}} > {{run_dir}}/out.txt && echo $0 >> {{run_dir}}/out.txt"
+msg = "a b; $HOME"
+''')
+    assert expt("run", "plain", cwd=folder, timeout=300).returncode == 0
+    argv = json.loads((folder / "runs" / "plain-1" / "argv.json").read_text())
+    assert argv[1:] == ["a b; $HOME", "--lr=1e-03", "$HOME"]  # no shell: nothing expanded, nothing split
+    assert expt("run", "sh", cwd=folder, timeout=300).returncode == 0
+    lines = (folder / "runs" / "sh-1" / "out.txt").read_text().splitlines()
+    assert lines[0] == "a b; $HOME" and lines[1].endswith("sh")  # the value quoted; the shell ran the rest
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "own-script"
+
+
+def test_the_shipped_example_sweeps_with_expt_run_and_records_a_run_of_its_own(tmp_path: Path):
+    folder = tmp_path / "own-script"
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("runs", "runs.db*"))
+    toml = folder / "experiments.toml"
+    toml.write_text(toml.read_text().replace("epochs = 8", "epochs = 3"))
+    result = expt("run", "digits_lr", cwd=folder, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = {r["id"]: r for r in json.loads(expt("ls", "--json", cwd=folder).stdout)}
+    assert set(runs) == {"digits_lr-1", "digits_lr-2", "digits_lr-3"}
+    assert all(r["status"] == "completed" and r["best"] > 50 for r in runs.values())  # 10 classes: chance is 10%
+    run = show(folder, "digits_lr-2")
+    assert [step for step, _ in run["metrics"]["eval_top1"]] == [1, 2, 3] and run["params"]["lr"] == 0.05
+    assert run["summary"]["final_eval_top1"] == run["metrics"]["eval_top1"][-1][1]
+    assert (folder / "runs" / "digits_lr-2" / "checkpoint.pt").is_file()  # {checkpoint} is in the run folder
+    alone = subprocess.run([sys.executable, "train.py", "--epochs", "2"], cwd=folder, capture_output=True, text=True,
+                           timeout=300)
+    assert alone.returncode == 0, alone.stderr
+    standalone = show(folder, "digits-1")
+    assert standalone["status"] == "completed" and len(standalone["metrics"]["eval_top1"]) == 2
+    compared = expt("compare", "digits_lr-2", "digits-1", cwd=folder, columns=160)
+    assert compared.returncode == 0 and "eval_top1" in compared.stdout

@@ -160,6 +160,55 @@ def test_compare_screen(snap_compare, snapshot_project: Path):
                         run_before=lambda pilot: settle(pilot, "G", "space", "k", "space", "k", "k", "space", "c"))
 
 
+def fixed_devices_sample():
+    """What the live feed would post on a three-GPU box, with numbers that do not vary: GPU 0 runs two jobs at
+    about 35% (data-bound), GPU 1's run is 1 GiB from out-of-memory, GPU 2 idles outside the pool."""
+    import math
+
+    from expt.core.devices import CpuSample, DeviceRow
+    from expt.store import Run
+    from expt.tui.devices import DeviceTrace
+    from expt.tui.messages import DevicesSampled
+
+    gib = 1024.0
+    devices = [
+        DeviceRow("cuda:0", "NVIDIA A100-SXM4-40GB", 35.0, 21.3 * gib, 40 * gib, 182.0, 51.0, ["fewshot-4", "fewshot-5"],
+                  {"fewshot-4": 36.0, "fewshot-5": 33.0}, slots=2),
+        DeviceRow("cuda:1", "NVIDIA A100-SXM4-40GB", 97.0, 39.0 * gib, 40 * gib, 391.0, 67.0, ["fewshot-6"],
+                  {"fewshot-6": 97.0}, slots=2, others=1),
+        DeviceRow("cuda:2", "NVIDIA A100-SXM4-40GB", 0.0, 0.4 * gib, 40 * gib, 52.0, 33.0),
+    ]
+    n = 150
+    history = {
+        "cuda:0": DeviceTrace(tuple(round(35 + 30 * math.sin(i / 3) ** 9) for i in range(n)),
+                              tuple(round(40 + 13 * min(1, i / 40), 1) for i in range(n)), 40),
+        "cuda:1": DeviceTrace(tuple(95 + i % 4 for i in range(n)),
+                              tuple(round(60 + 37.5 * i / n, 1) for i in range(n)), 40),
+        "cuda:2": DeviceTrace((0.0,) * n, (1.0,) * n, 40),
+    }
+    queue = [Run(rid=10 + i, id=f"fewshot-{7 + i}", experiment="fewshot", seq=7 + i, recipe="finetune",
+                 description="", status="queued", params={}, varying={"mode": mode, "shots": shots}, summary={},
+                 metric="top1", goal="max", origin="expt", created_at=T0, started_at=None, ended_at=None,
+                 run_dir=f"/runs/fewshot-{7 + i}")
+             for i, (mode, shots) in enumerate([("fc", 3), ("cbn", 3), ("e2e", 10), ("fc", 10)])]
+    cpu = CpuSample(41.0, 32, 61.5 * gib, 251.6 * gib, (9.5, 9.1, 8.7))
+    return DevicesSampled(devices, history, queue, len(queue), cpu, "", 2.0)
+
+
+def test_devices_screen(snap_compare, snapshot_project: Path, monkeypatch: pytest.MonkeyPatch):
+    """Built from a fixed sample (what this machine's CPU does would change the picture on every run)."""
+    from expt.tui.feed import LiveFeed
+
+    monkeypatch.setattr(LiveFeed, "want_devices", lambda self, wanted: None)
+
+    async def before(pilot: Pilot) -> None:
+        await settle(pilot, "3")
+        pilot.app.post_message(fixed_devices_sample())
+        await settle(pilot)
+
+    assert snap_compare(make_app(snapshot_project), terminal_size=SIZE, run_before=before)
+
+
 def test_help_screen(snap_compare, snapshot_project: Path):
     assert snap_compare(make_app(snapshot_project), terminal_size=SIZE,
                         run_before=lambda pilot: settle(pilot, "question_mark"))

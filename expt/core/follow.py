@@ -25,7 +25,7 @@ from expt.core.tracking import atomic_write
 if TYPE_CHECKING:
     from expt.core.tracking import Tracker
 
-RESERVED = ("step", "t")  # keys of a metric line that are not metrics
+RESERVED = ("step", "t", "event")  # keys of a metric line that are not metrics
 
 
 class Follower:

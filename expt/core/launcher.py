@@ -9,7 +9,7 @@ from typing import Any, Iterator
 from expt.config import Config, Expansion, Experiment
 from expt.core import runfiles
 from expt.core.recipes import get_recipe
-from expt.core.runfiles import FINAL_STATUSES
+from expt.core.runfiles import FINAL_STATUSES, SCRIPT_RECIPE
 from expt.core.scheduler import Scheduler
 from expt.errors import ConfigError, UsageError
 from expt.project import Project
@@ -79,6 +79,8 @@ def rerun(store: Store, project: Project, run: Run) -> Run:
     """A fresh run with the same experiment, recipe and params."""
     if run.origin != "expt":
         raise UsageError(f"{run.id} was imported ({run.origin}); expt cannot run it again")
+    if run.recipe == SCRIPT_RECIPE:
+        raise UsageError(f"{run.id} was recorded by its own script (expt.track); run the script again")
     return store.create_run(project.runs_dir, experiment=run.experiment, recipe=run.recipe, params=run.params,
                             varying=run.varying, description=run.description, metric=run.metric, goal=run.goal)
 
@@ -92,6 +94,8 @@ def resume(store: Store, runs: list[Run]) -> list[Run]:
     for run in runs:
         if run.origin != "expt":
             raise UsageError(f"{run.id} was imported ({run.origin}); there is nothing to resume")
+        if run.recipe == SCRIPT_RECIPE:
+            raise UsageError(f"{run.id} was recorded by its own script (expt.track); expt cannot resume it")
     resumable = [run for run in runs if run.status in ("stopped", "crashed", "failed")]
     for run in resumable:
         recipe = get_recipe(run.recipe)

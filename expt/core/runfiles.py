@@ -34,6 +34,9 @@ FOLLOW_STATE = ".follow.json"
 SYS_PREFIX = "sys/"  # system metrics (core/sysmon.py): CPU, memory, I/O, GPU
 SYS_SUMMARY = ("peak_rss_mb", "mean_cpu_percent", "peak_gpu_mem_mb", "mean_gpu_util")  # how far a command run's metric files were read
 
+# a run recorded by a user's own script through expt.track (standalone): its recipe and backend
+SCRIPT_RECIPE = SCRIPT_BACKEND = "script"
+
 FINAL_STATUSES = ("completed", "failed", "stopped", "crashed")
 ACTIVE_STATUSES = ("queued", "starting", "running")
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from expt.core import backends, runfiles
 from expt.core.backends import (  # noqa: F401  re-exported: the pool and process helpers lived here
     SETTINGS_NAME, STALE_HEARTBEAT, PoolSettings, Slot, crash_reason, detect_gpus, make_slots, pool_settings,
-    process_alive, signal_worker)
+    process_alive, process_start, signal_worker)
+from expt.core.backends.script import script_alive
 from expt.core.runfiles import ACTIVE_STATUSES
 from expt.project import Project
 from expt.store import Run, Store, this_host
@@ -33,6 +34,11 @@ LOCK_NAME = ".scheduler.lock"
 
 
 # -- process control ------------------------------------------------------------------------------------
+
+
+def run_process_alive(run: Run) -> bool:
+    """Is the local process of ``run`` alive: its worker, or for a script run (expt.track) the script itself?"""
+    return script_alive(run) if run.backend == "script" else process_alive(run.pid)
 
 
 def stop(store: Store, runs: list[Run]) -> list[str]:

@@ -62,7 +62,10 @@ def run(run_dir: Path, job: ClusterJob | None = None) -> int:
             recipe.run(dict(config["params"]), tracker)
         finally:
             if monitor is not None:
-                monitor.finish()
+                try:
+                    monitor.finish()
+                except Exception:  # noqa: BLE001  (out of memory, say) the recipe's own error is the one to report
+                    pass
     except StopRequested:
         if job is not None and job.leave(tracker):
             return EXIT_LEFT

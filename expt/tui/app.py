@@ -27,7 +27,8 @@ from expt.store import Run
 from expt.tui import actions
 from expt.tui.feed import LiveFeed
 from expt.tui.format import as_markup, inert
-from expt.tui.messages import ActionDone, ConfigLoaded, RunsChanged
+from expt.tui.messages import ActionDone, ConfigLoaded, DevicesSampled, RunsChanged
+from expt.tui.screens.devices import DevicesScreen
 from expt.tui.screens.experiments import ExperimentsScreen
 from expt.tui.screens.runs import RunsScreen
 from expt.tui.widgets.picture import MODES as IMAGE_MODES
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
 
 class ExptApp(App[None]):
-    """Runs (home) and Experiments, with run detail, compare and samples pushed on top."""
+    """Runs (home), Experiments and Devices, with run detail, compare and samples pushed on top."""
 
     CSS_PATH = "app.tcss"
     TITLE = "expt"
@@ -46,6 +47,7 @@ class ExptApp(App[None]):
         Binding("question_mark", "help", "Help"),
         Binding("1", "go('runs')", "Runs", show=False),
         Binding("2", "go('experiments')", "Experiments", show=False),
+        Binding("3", "go('devices')", "Devices", show=False),
     ]
 
     counts: reactive[dict[str, int]] = reactive(dict)
@@ -60,6 +62,8 @@ class ExptApp(App[None]):
         self._gc_thresholds: tuple[int, ...] | None = None
         self.runs_screen = RunsScreen()
         self.experiments_screen = ExperimentsScreen()
+        self.devices_screen = DevicesScreen()
+        self.places: dict[str, Screen] = {"experiments": self.experiments_screen, "devices": self.devices_screen}
         self.detail_screen: RunDetailScreen | None = None
 
     async def on_event(self, event: events.Event) -> None:
@@ -71,7 +75,8 @@ class ExptApp(App[None]):
         return self.runs_screen
 
     def on_mount(self) -> None:
-        self.install_screen(self.experiments_screen, "experiments")
+        for name, screen in self.places.items():
+            self.install_screen(screen, name)
         self.feed.start()
 
     def started(self) -> None:
@@ -102,13 +107,18 @@ class ExptApp(App[None]):
     def on_config_loaded(self, message: ConfigLoaded) -> None:
         self.experiments_screen.apply_config(message)
 
+    def on_devices_sampled(self, message: DevicesSampled) -> None:
+        self.devices_screen.apply_devices(message)
+
     # -- navigation ------------------------------------------------------------------------------------
 
     def action_go(self, place: str) -> None:
-        while len(self.screen_stack) > 1 and not (place == "experiments" and self.screen is self.experiments_screen):
+        """One of the three places (runs, experiments, devices), over the runs screen and nothing else."""
+        target = self.places.get(place)  # None: the runs screen, at the bottom of the stack
+        while len(self.screen_stack) > 1 and self.screen is not target:
             self.pop_screen()
-        if place == "experiments" and self.screen is not self.experiments_screen:
-            self.push_screen("experiments")
+        if target is not None and self.screen is not target:
+            self.push_screen(place)
 
     def show_runs(self, filter_text: str) -> None:
         self.action_go("runs")
@@ -219,6 +229,8 @@ class ExptApp(App[None]):
         yield SystemCommand("Runs", "The runs table (1)", lambda: self.action_go("runs"))
         yield SystemCommand("Experiments", "The experiments of experiments.toml (2)",
                             lambda: self.action_go("experiments"))
+        yield SystemCommand("Devices", "The GPUs (or the CPU): load, memory, their runs, free slots; the queue (3)",
+                            lambda: self.action_go("devices"))
         yield SystemCommand("Help", "The keys of this screen (?)", self.action_help)
         for status in ("running", "queued", "failed", "completed", "stopped"):
             yield SystemCommand(f"Show {status} runs", f"Filter the runs table: status={status}",

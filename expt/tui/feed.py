@@ -6,8 +6,10 @@ and, when runs.db's change counter moved, posts one ``RunsChanged`` with the row
 since the version the app last took (``acknowledge``). A newer message therefore covers an
 older one still queued, and replaces it (``can_replace``): a slow screen gets the latest
 state, never a backlog. It also watches experiments.toml and posts ``ConfigLoaded`` after
-each edit. The event loop never waits for SQLite or the disk: a locked database or a slow
-file system delays the next message, nothing else.
+each edit. While the Devices screen is shown (``want_devices``) it also samples the machine every
+``DEVICES_EVERY`` seconds (NVML and psutil, plus the runs on each device from runs.db) and posts
+``DevicesSampled``. The event loop never waits for SQLite, the disk or NVML: a locked database or a
+slow file system delays the next message, nothing else.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ from typing import TYPE_CHECKING
 from expt.errors import ExptError
 from expt.project import Project
 from expt.store import Store
-from expt.tui.messages import ConfigLoaded, ExperimentRow, RunsChanged
+from expt.tui.devices import DEVICES_EVERY, QUEUE_SHOWN, DeviceHistory
+from expt.tui.messages import ConfigLoaded, DevicesSampled, ExperimentRow, RunsChanged
 from expt.tui.rows import load_rows
 
 if TYPE_CHECKING:
     from textual.app import App
+
+    from expt.core.devices import CpuSample, GpuSample, MachineSampler
 
 REAP_EVERY = 2.0  # seconds between looks for workers that died without a final status
 BACKLOG = 32  # messages waiting in the app's queue above which the feed skips a round
@@ -44,6 +49,10 @@ class LiveFeed:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._config_stamp: tuple[int, int] | None = None
+        self._devices_wanted = False
+        self._devices_next = 0.0  # when the next sample of the machine is due (monotonic)
+        self._sampler: MachineSampler | None = None  # made in the thread, on the first sample
+        self.history = DeviceHistory()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="expt-live-feed", daemon=True)
@@ -63,6 +72,14 @@ class LiveFeed:
     def poke(self) -> None:
         """Look now rather than at the next tick (after a launch, stop or resume)."""
         self._wake.set()
+
+    def want_devices(self, wanted: bool) -> None:
+        """Sample the machine every DEVICES_EVERY seconds, from the next tick on (the Devices screen is shown),
+        or no more (it was left)."""
+        self._devices_wanted = wanted
+        if wanted:
+            self._devices_next = 0.0
+            self._wake.set()
 
     # -- the thread -----------------------------------------------------------------------------------
 
@@ -92,6 +109,9 @@ class LiveFeed:
                         if version != posted or has_owner != owner:
                             self._post_changes(store, version, has_owner)
                             posted, owner = version, has_owner
+                        if self._devices_wanted and started >= self._devices_next:
+                            self._devices_next = started + DEVICES_EVERY
+                            self._post_devices(store)
                 except ExptError:
                     self.errors += 1  # e.g. a locked or missing runs.db: try again next tick
                 except OSError:
@@ -115,6 +135,21 @@ class LiveFeed:
         self.app.post_message(RunsChanged(since=since, version=version, rows=rows, counts=counts,
                                           total=sum(counts.values()), scheduler=has_owner))
 
+    def _post_devices(self, store: Store) -> None:
+        try:
+            if self._sampler is None:
+                from expt.core.devices import MachineSampler
+
+                self._sampler = MachineSampler()
+            message = sample_devices(store, self.project, self._sampler, self.history)
+        except (ExptError, OSError):
+            raise  # runs.db locked or gone: the next tick tries again
+        except Exception as error:  # noqa: BLE001  psutil or NVML failing in a way of its own: say so, go on
+            self.errors += 1
+            message = DevicesSampled([], {}, [], 0, None, "", DEVICES_EVERY,
+                                     problem=f"sampling the machine failed: {type(error).__name__}: {error}")
+        self.app.post_message(message)
+
     def _watch_config(self) -> None:
         path = self.project.config_path
         try:
@@ -126,6 +161,32 @@ class LiveFeed:
             return
         self._config_stamp = stamp
         self.app.post_message(read_config(self.project))
+
+
+def sample_devices(store: Store, project: Project, sampler: MachineSampler, history: DeviceHistory,
+                   now: float | None = None) -> DevicesSampled:
+    """One look at the machine for the Devices screen: every device with the runs on it (their latest ``sys/``
+    load), free slots and the queue (``expt.core.devices.overview``), and each device's history."""
+    from expt.core.devices import overview
+
+    keeping = _Keeping(sampler)
+    rows, queue = overview(store, project, keeping)
+    traces = history.add(rows, time.monotonic() if now is None else now)
+    return DevicesSampled(rows, traces, queue[:QUEUE_SHOWN], len(queue), keeping.cpu, sampler.nvml.reason,
+                          history.every)
+
+
+class _Keeping:
+    """``sampler``, remembering the CPU's numbers of its last sample (``overview`` keeps only the rows)."""
+
+    def __init__(self, sampler: MachineSampler) -> None:
+        self.sampler = sampler
+        self.cpu: CpuSample | None = None
+
+    def sample(self) -> tuple[CpuSample, list[GpuSample]]:
+        cpu, gpus = self.sampler.sample()
+        self.cpu = cpu
+        return cpu, gpus
 
 
 def read_config(project: Project) -> ConfigLoaded:

@@ -7,7 +7,9 @@ from typing import Any
 
 from textual.message import Message
 
+from expt.core.devices import CpuSample, DeviceRow
 from expt.store import Run
+from expt.tui.devices import DeviceTrace
 from expt.tui.rows import RunRow
 
 
@@ -25,6 +27,24 @@ class RunsChanged(Message):
     def can_replace(self, message: Message) -> bool:
         # A newer copy covers everything an older one does: both start at the version the app last took.
         return isinstance(message, RunsChanged) and message.since <= self.since and message.version <= self.version
+
+
+@dataclass
+class DevicesSampled(Message):
+    """The machine's devices now with their recent history, the runs on them and the queue (sent by the live feed
+    every few seconds while the Devices screen is shown)."""
+
+    devices: list[DeviceRow]
+    history: dict[str, DeviceTrace]  # device name -> its last samples
+    queue: list[Run]  # the first runs waiting, in the order they start
+    queued: int  # how many wait in all
+    cpu: CpuSample | None
+    nvml_reason: str  # why there are no GPUs to show ("no NVIDIA driver ..."), "" when NVML answered
+    every: float  # seconds between samples
+    problem: str = ""  # the sample failed: why (the rest is empty)
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, DevicesSampled)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """What the runs table shows of a run, read from runs.db in a thread, and the filter language of `/`.
 
-A ``RunRow`` is plain data (a ``Run`` with its latest loss and the tail of its main metric),
-built off the event loop and handed to the screens in messages. ``RunFilter`` is one filter
-with two faces: a SQL condition for loading a page of runs, and a predicate for the live
-updates, so a run that starts matching while the screen is open appears in it.
+A ``RunRow`` is plain data (a ``Run`` with its latest loss, the tail of its main metric and,
+while it runs, its latest load: GPU utilisation or CPU percent from its ``sys/`` lines), built
+off the event loop and handed to the screens in messages. ``RunFilter`` is one filter with two
+faces: a SQL condition for loading a page of runs, and a predicate for the live updates, so a run
+that starts matching while the screen is open appears in it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class RunRow:
     run: Run
     loss: float | None = None
     trend: tuple[float, ...] = ()
+    load: float | None = None  # an active run's latest GPU utilisation or CPU percent (its load_key)
 
     @property
     def rid(self) -> int:
@@ -62,6 +64,27 @@ class RunRow:
         run = self.run
         return f"{run.epoch}/{run.epochs}" if run.epochs and run.epoch is not None else ""
 
+    @property
+    def load_text(self) -> str:
+        """``g0 35%`` (on cuda:0, at 35% utilisation), ``cpu 45%``; "" when no load is known (the run ended)."""
+        short = short_device(self.run.device)
+        return f"{short} {self.load:.0f}%" if self.load is not None and short else ""
+
+
+def short_device(device: str | None) -> str:
+    """``cuda:0#2`` -> ``g0``, ``cpu#1`` -> ``cpu``; any other name (a Slurm cluster) as it is."""
+    name = (device or "").split("#")[0]
+    return "g" + name[5:] if name.startswith("cuda:") else name
+
+
+def load_key(device: str | None) -> str | None:
+    """The ``sys/`` metric that says how busy a run on ``device`` keeps it: its GPU's utilisation, or for a CPU run
+    its process tree's CPU percent; None where the device is not known (a Slurm run)."""
+    name = (device or "").split("#")[0]
+    if name.startswith("cuda:") and name[5:].isdigit():
+        return f"sys/gpu{name[5:]}/util"
+    return "sys/cpu_percent" if name == "cpu" else None
+
 
 def load_rows(store: Store, runs: list[Run], points: int = TREND_POINTS) -> dict[int, RunRow]:
     """Rows for ``runs`` (by rid): a few indexed queries per metric key, never a scan of the metrics."""
@@ -78,8 +101,16 @@ def load_rows(store: Store, runs: list[Run], points: int = TREND_POINTS) -> dict
             by_metric.setdefault(run.metric, []).append(run)
     for metric, group in by_metric.items():
         trends.update(store.recent_values(group, metric, points))
+    loads: dict[int, float | None] = {}
+    by_load: dict[str, list[Run]] = {}
+    for run in runs:
+        key = load_key(run.device) if run.active else None
+        if key is not None:
+            by_load.setdefault(key, []).append(run)
+    for key, group in by_load.items():
+        loads.update(store.last_values(group, key))
     return {r.rid: RunRow(r, (losses.get(r.rid) or [None])[-1],
-                          tuple(v for v in trends.get(r.rid, ()) if v is not None)) for r in runs}
+                          tuple(v for v in trends.get(r.rid, ()) if v is not None), loads.get(r.rid)) for r in runs}
 
 
 # -- the filter ------------------------------------------------------------------------------------------

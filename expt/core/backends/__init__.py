@@ -1,7 +1,8 @@
 """Where runs execute: the interface the scheduler calls, and the pool settings every backend reads.
 
 A backend is one file in this package with one class (``local.LocalBackend``: worker processes on this
-machine; ``slurm.SlurmBackend``: jobs through submitit). The scheduler calls four methods and nothing else:
+machine; ``slurm.SlurmBackend``: jobs through submitit; ``script.ScriptBackend``: a user's own script that
+records itself with expt.track, never queued). The scheduler calls four methods and nothing else:
 
 - ``submit(store, queued, settings, cwd) -> launched``: claim queued runs (a conditional update, so two
   schedulers never start one run twice) and start them, as many as it has room for;
@@ -53,7 +54,7 @@ class Backend(Protocol):
     def describe(self, runs: list[Run]) -> dict[str, str]: ...
 
 
-NAMES = ("local", "slurm")  # one module each in this package, whose BACKEND is the class
+NAMES = ("local", "slurm", "script")  # one module each in this package, whose BACKEND is the class
 
 
 def get(name: str | None) -> Backend:
@@ -142,8 +143,13 @@ def pool_settings(launcher: dict[str, Any], *, gpus: str | None = None, jobs: in
 # -- processes on this machine (every backend that can run here needs them) -------------------------------
 
 
-def process_alive(pid: int | None) -> bool:
-    """Is ``pid`` a live (not zombie) expt worker on this machine (or submitit's local job around one)?"""
+def process_alive(pid: int | None, started: int | None = None) -> bool:
+    """Is ``pid`` a live (not zombie) expt worker on this machine (or submitit's local job around one)?
+
+    With ``started`` (a script run's own process, whatever its command line): is it alive and the very
+    process that started at that time (clock ticks after boot, see ``process_start``), so that a pid the
+    system has given to another process since does not count.
+    """
     if not pid:
         return False
     try:
@@ -153,19 +159,36 @@ def process_alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat[stat.rindex(")") + 2] in "ZX":
+        fields = _stat_fields(pid)
+        if fields[0] in "ZX":
             return False
+        if started is not None:
+            return int(fields[19]) == started
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         return b"expt.core.worker" in cmdline or b"submitit" in cmdline
     except (OSError, ValueError, IndexError):
         return True  # no /proc: trust the kill(0)
 
 
-def signal_worker(pid: int, sig: int = signal.SIGTERM) -> bool:
-    """Signal a worker: its whole process group when it leads one (local workers), else the process."""
+def process_start(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks after boot (field 22 of /proc/PID/stat); None without /proc."""
     try:
-        if os.getpgid(pid) == pid:
+        return int(_stat_fields(pid)[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat from its third field (the state) on: the command name before it may hold spaces."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def signal_worker(pid: int, sig: int = signal.SIGTERM, group: bool = True) -> bool:
+    """Signal a worker: its whole process group when it leads one (local workers), else (or with ``group``
+    false: a user's script, whose group is its shell job) the process alone."""
+    try:
+        if group and os.getpgid(pid) == pid:
             os.killpg(pid, sig)
         else:
             os.kill(pid, sig)
@@ -174,13 +197,13 @@ def signal_worker(pid: int, sig: int = signal.SIGTERM) -> bool:
         return False
 
 
-def crash_reason(run_dir: Path) -> str:
+def crash_reason(run_dir: Path, process: str = "worker") -> str:
     """Why a run's process is gone without a final status, as far as this machine can tell."""
-    reason = "the worker process died without a final status (killed, out of memory, or the machine restarted)"
+    reason = f"the {process} process died without a final status (killed, out of memory, or the machine restarted)"
     try:
         stats = os.statvfs(run_dir)
         if stats.f_bavail * stats.f_frsize < 1 << 20:
-            reason = "the worker process died without a final status: the disk holding its folder is full"
+            reason = f"the {process} process died without a final status: the disk holding its folder is full"
     except OSError:
         pass
     return reason

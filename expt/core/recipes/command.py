@@ -99,6 +99,14 @@ def _validate(p: dict[str, Any]) -> list[str | tuple[str, str]]:
             elif name not in ALWAYS and p.get(name) is None:
                 problems.append((key, f"{{{name}}} has no value in every run: give {name} a value in the "
                                       "experiment's table"))
+        if not problems:
+            values = placeholder_values({**p, "checkpoint": p.get("checkpoint") or ""}, Path("RUN_DIR"), "RUN_ID")
+            for part in [template] if isinstance(template, str) else template:
+                try:
+                    fill(part, values)
+                except (ValueError, KeyError, IndexError, AttributeError, TypeError) as error:
+                    problems.append((key, f"cannot be filled in: {error}"))
+                    break
     env = p.get("env") or {}
     for name, value in env.items():
         if not isinstance(value, (str, int, float, bool)):
@@ -122,11 +130,20 @@ def _resumable(p: dict[str, Any]) -> str | None:
 # -- the worker's side ----------------------------------------------------------------------------------
 
 
+class _Filler(string.Formatter):
+    """str.format for templates: a format spec applies to the value as it is (``{lr:.0e}``), without one a
+    value is written as TOML would (true, not True; a list as a,b,c); for the shell each field is quoted."""
+
+    def __init__(self, quote: bool) -> None:
+        self.quote = quote
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        text = format(value, format_spec) if format_spec else _text(value)
+        return shlex.quote(text) if self.quote else text
+
+
 def fill(template: str, values: dict[str, Any], quote: bool = False) -> str:
-    shown = {k: _text(v) for k, v in values.items()}
-    if quote:
-        shown = {k: shlex.quote(v) for k, v in shown.items()}
-    return template.format_map(shown)
+    return _Filler(quote).vformat(template, (), values)
 
 
 def _text(value: Any) -> str:

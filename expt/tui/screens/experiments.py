@@ -31,7 +31,7 @@ class ExperimentsScreen(ExptScreen):
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
         Binding("escape", "app.go('runs')", "Runs", show=False),
-        Binding("tab", "app.go('runs')", "Next screen", show=False),
+        Binding("tab", "app.go('devices')", "Next screen", show=False),
     ]
 
     def __init__(self) -> None:

@@ -1,17 +1,19 @@
-"""Run detail: params and summary, a chart per metric, the log followed live, the recipe's tables."""
+"""Run detail: params and summary, a chart per metric, the log followed live, the recipe's tables, the run's
+system metrics (``sys/``: CPU, memory, I/O, GPU) charted apart from its training metrics."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Log, Static, TabbedContent, TabPane
 
 from expt.core import runfiles
-from expt.core.runfiles import FINAL_STATUSES
+from expt.core.runfiles import FINAL_STATUSES, SYS_PREFIX, is_sys_key
 from expt.store import Run
 from expt.tui import actions
 from expt.tui.format import duration, inert, number, plain, status_text
@@ -24,7 +26,9 @@ from expt.tui.widgets.nav_bar import NavBar
 from expt.tui.widgets.record_table import RecordTable
 
 POLL = 0.5  # seconds between looks at an active run's new metrics and log lines
-TABS = ("tab-overview", "tab-charts", "tab-log", "tab-tables")
+TABS = ("tab-overview", "tab-charts", "tab-log", "tab-tables", "tab-system")
+SYS_ORDER = ("cpu_percent", "rss_mb", "util", "mem_mb", "proc_mem_mb", "power_w", "temp_c", "read_mb_s",
+             "write_mb_s")  # the System tab's charts: the CPU's first, then each GPU's, then I/O
 WIDE = 120  # columns from which charts go two to a row
 
 
@@ -53,8 +57,29 @@ def header_text(run: Run, now: float | None = None) -> Text:
 
 
 def chart_order(keys: list[str], metric: str | None) -> list[str]:
-    first = [k for k in (metric, *LOSS_KEYS) if k in keys]
-    return first + sorted(k for k in keys if k not in first)
+    """The training metrics (the run's metric and loss first), then the system ones in SYS_ORDER."""
+    train = [k for k in keys if not is_sys_key(k)]
+    first = [k for k in (metric, *LOSS_KEYS) if k in train]
+    return first + sorted(k for k in train if k not in first) + sorted((k for k in keys if is_sys_key(k)),
+                                                                       key=_sys_rank)
+
+
+def _sys_rank(key: str) -> tuple:
+    parts = key.removeprefix(SYS_PREFIX).split("/")  # cpu_percent, or gpu0/util
+    name = parts[-1]
+    group = 1 if len(parts) > 1 else 0 if name in ("cpu_percent", "rss_mb") else 2  # the CPU, each GPU, I/O
+    return (group, parts[0] if len(parts) > 1 else "", SYS_ORDER.index(name) if name in SYS_ORDER else len(SYS_ORDER),
+            key)
+
+
+def chart_of(key: str) -> tuple[str, str | None]:
+    """The chart a metric is drawn in and its line's label there (None: the run's id). A GPU's total memory is
+    the second line of its memory chart, so the chart shows how close the run is to running out."""
+    if is_sys_key(key) and key.endswith("/mem_total_mb"):
+        return key.removesuffix("mem_total_mb") + "mem_mb", "total"
+    if is_sys_key(key) and key.endswith("/mem_mb"):
+        return key, "used"
+    return key, None
 
 
 class RunDetailScreen(ExptScreen):
@@ -62,7 +87,8 @@ class RunDetailScreen(ExptScreen):
 
     HELP = ("One run: Overview (params, the varying ones highlighted, and summary), Charts (each metric "
             "per epoch), Log (followed live), Tables (per-class results and the like, when the recipe "
-            "writes them). Stopping saves a checkpoint; resuming continues from it in the same run.")
+            "writes them), System (its CPU, memory, I/O and GPU over seconds since it started, every "
+            "sys_interval s). Stopping saves a checkpoint; resuming continues from it in the same run.")
 
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
@@ -77,7 +103,9 @@ class RunDetailScreen(ExptScreen):
         super().__init__()
         self.run_id = run_id
         self.run: Run | None = run
-        self.charts: dict[str, MetricChart] = {}
+        self.charts: dict[str, MetricChart] = {}  # the Charts tab's: training metrics only
+        self.sys_charts: dict[str, MetricChart] = {}  # the System tab's, made when it is first shown
+        self.sys_points: dict[str, list[list[float]]] = {}  # every sys/ point received, by key
         self.log_offset = 0
         self.tables_stamp: tuple[float, ...] = ()
         self._updating = False
@@ -100,6 +128,8 @@ class RunDetailScreen(ExptScreen):
                 yield Log(id="run-log", max_lines=5000, auto_scroll=True)
             with TabPane("Tables", id="tab-tables"):
                 yield VerticalScroll(Static("loading ...", id="tables-note"), id="tables")
+            with TabPane("System", id="tab-system"):
+                yield VerticalScroll(Static("loading ...", id="system-note"), id="system")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -119,11 +149,12 @@ class RunDetailScreen(ExptScreen):
         self.query_one("#run-header", Static).update(header_text(run) if run else f" {run_id}")
         if run is not None:
             self._show_run(run)
-        for chart in self.charts.values():
+        for chart in [*self.charts.values(), *self.sys_charts.values()]:
             chart.remove()
-        self.charts = {}
-        self.query_one("#charts-note", Static).update("loading ...")
-        self.query_one("#charts-note", Static).display = True
+        self.charts, self.sys_charts, self.sys_points = {}, {}, {}
+        for note in ("#charts-note", "#system-note"):
+            self.query_one(note, Static).update("loading ...")
+            self.query_one(note, Static).display = True
         self.query_one("#run-log", Log).clear()
         self.query_one("#tables").remove_children(".run-table")
         self.query_one("#tables-note", Static).update("loading ...")
@@ -133,7 +164,8 @@ class RunDetailScreen(ExptScreen):
         self.in_thread(actions.load_run, self.expt.project, self.run_id, group="run", description="loading the run")
 
     def on_resize(self) -> None:
-        self.query_one("#charts").set_class(self.size.width >= WIDE, "-wide")
+        for box in ("#charts", "#system"):
+            self.query_one(box).set_class(self.size.width >= WIDE, "-wide")
 
     def on_screen_resume(self) -> None:
         if self.run is not None and self.run.status not in FINAL_STATUSES:
@@ -150,11 +182,15 @@ class RunDetailScreen(ExptScreen):
         self._show_run(message.run)
         charts = self.query_one("#charts")
         note = self.query_one("#charts-note", Static)
-        note.display = not message.metrics
+        note.display = not any(not is_sys_key(k) for k in message.metrics)
         note.update("no metrics logged yet")
         for key in chart_order(list(message.metrics), message.run.metric):
-            self._chart(key).set_series({message.run.id: _xy(message.metrics[key])})
+            if is_sys_key(key):
+                self.sys_points[key] = list(message.metrics[key])
+            else:
+                self._chart(key).set_series({message.run.id: _xy(message.metrics[key])})
         charts.set_class(self.size.width >= WIDE, "-wide")
+        self._show_system()
         log = self.query_one("#run-log", Log)
         log.clear()
         log.write_lines(message.log)
@@ -190,6 +226,46 @@ class RunDetailScreen(ExptScreen):
             self.query_one("#charts-note", Static).display = False
         return chart
 
+    # -- the System tab: its charts are made when it is first shown (opening a run mounts none of them) ----
+
+    def _system_shown(self) -> bool:
+        return self.query_one(TabbedContent).active == "tab-system"
+
+    @on(TabbedContent.TabActivated, "#run-tabs")
+    def _tab_shown(self) -> None:
+        self._show_system()
+
+    def _show_system(self, new: dict[str, list[list[float]]] | None = None) -> None:
+        """Add the ``new`` sys/ points to their charts (all points when None). A chart is made only while the
+        System tab is shown (from every point received); one made before follows even while hidden."""
+        note = self.query_one("#system-note", Static)
+        note.display = not self.sys_points
+        if note.display:
+            note.update("no system metrics logged yet: a run samples its CPU, memory and GPU every sys_interval "
+                        "seconds (0 turns it off)" if self.run is None or self.run.active else
+                        "no system metrics: this run logged none (sys_interval = 0, or it ended before its first "
+                        "sample)")
+        shown = self._system_shown()
+        box = self.query_one("#system")
+        if shown:
+            box.set_class(self.size.width >= WIDE, "-wide")
+        names = {chart_of(key)[0] for key in (self.sys_points if new is None else new)}
+        for name in sorted(names, key=_sys_rank):
+            chart = self.sys_charts.get(name)
+            if chart is None:
+                if not shown:
+                    continue
+                chart = self.sys_charts[name] = MetricChart(name, "seconds")
+                box.mount(chart)
+                lines = {label or self.run_id: _xy(points) for key, points in self.sys_points.items()
+                         for n, label in [chart_of(key)] if n == name}
+                chart.set_series(dict(sorted(lines.items(), key=lambda item: item[0] == "total")))
+            elif new is not None:
+                for key, points in new.items():
+                    n, label = chart_of(key)
+                    if n == name:
+                        chart.extend(label or self.run_id, points)
+
     def _show_tables(self, tables: dict[str, tuple[list[str], list[dict]]]) -> None:
         box = self.query_one("#tables")
         note = self.query_one("#tables-note", Static)
@@ -211,6 +287,7 @@ class RunDetailScreen(ExptScreen):
             return
         self._updating = True
         steps = {key: int(chart.last_step.get(self.run_id, -1)) for key, chart in self.charts.items()}
+        steps.update((key, int(points[-1][0])) for key, points in self.sys_points.items() if points)
         self.in_thread(actions.update_run, self.expt.project, self.run_id, steps, self.log_offset, self.tables_stamp,
                        group="update", exclusive=False, description="following the run")
 
@@ -220,8 +297,16 @@ class RunDetailScreen(ExptScreen):
             return
         was_active = self.run is not None and self.run.status not in FINAL_STATUSES
         self._show_run(message.run)
+        new_sys = {}
         for key in chart_order(list(message.metrics), message.run.metric):
-            self._chart(key).extend(message.run.id, message.metrics[key])
+            points = message.metrics[key]
+            if is_sys_key(key):
+                self.sys_points.setdefault(key, []).extend(points)
+                new_sys[key] = points
+            else:
+                self._chart(key).extend(message.run.id, points)
+        if new_sys:
+            self._show_system(new_sys)
         if message.log:
             self.query_one("#run-log", Log).write_lines(message.log)
         self.log_offset = message.log_offset

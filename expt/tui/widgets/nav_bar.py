@@ -13,7 +13,7 @@ DROP_ORDER = ("sched", "completed", "stopped", "starting", "crashed", "failed", 
 
 
 class NavBar(Widget):
-    """``expt  Runs  Experiments  > crumb        2 running  5 queued  ...  sched on``.
+    """``expt  1 Runs  2 Experiments  3 Devices  > crumb        2 running  5 queued  ...  sched on``.
 
     The counts come from the app's ``counts`` and ``scheduler_running`` reactives, which the
     live feed keeps current; ``place`` is the screen's name, ``crumb`` what it shows.
@@ -50,7 +50,7 @@ class NavBar(Widget):
     def render(self) -> Text:
         left = Text()
         left.append(" expt ", style="bold reverse")
-        for key, place in (("1", "Runs"), ("2", "Experiments")):
+        for key, place in (("1", "Runs"), ("2", "Experiments"), ("3", "Devices")):
             style = "bold underline" if place == self.place else "dim"
             left.append(f"  {key} ", style="dim")
             left.append(place, style=style)

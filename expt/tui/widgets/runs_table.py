@@ -17,7 +17,7 @@ from expt.tui.rows import RunRow
 STATUS_ORDER = {s: i for i, s in enumerate(("running", "starting", "queued", "failed", "crashed", "stopped",
                                             "completed"))}
 BEFORE = ["sel", "id", "status"]
-AFTER = ["epoch", "eta", "best", "trend", "time", "loss", "device", "experiment"]
+AFTER = ["epoch", "eta", "best", "trend", "time", "load", "loss", "device", "experiment"]
 TAIL = ("loss", "device", "experiment")  # after the params that did not fit before the progress columns
 TREND_WIDTH = 8
 WIDTH_SAMPLE = 60  # rows measured to decide which params fit
@@ -38,7 +38,8 @@ def _sortable(value: Any) -> tuple:
 
 
 class RunsTable(DataTable):
-    """Runs with their status, the params that differ between them, progress, loss, best, trend, time.
+    """Runs with their status, the params that differ between them, progress, best, trend, time, an active run's
+    load (``g0 35%``: its GPU's utilisation or its CPU percent), loss, device and experiment.
 
     Rows are keyed by the run's rid and columns by name (params as ``p:<key>``): ``upsert`` changes
     only the cells whose text changed, ``tick`` only the clocks of active runs. ``sort_column`` None
@@ -133,6 +134,8 @@ class RunsTable(DataTable):
             return text, Text(text, style="green" if run.goal == "max" else "cyan")
         elif column == "time":
             text = duration(row.elapsed(now))
+        elif column == "load":
+            text = row.load_text  # g0 35%, cpu 45%: an active run's device and how busy it keeps it
         elif column == "device":
             text = run.device or ""
         else:
@@ -157,7 +160,8 @@ class RunsTable(DataTable):
             "epoch": (run.epoch / run.epochs) if run.epochs and run.epoch is not None else None,
             "eta": row.eta(), "loss": row.loss, "time": row.elapsed(),
             "best": None if run.best is None else (-run.best if run.goal == "max" else run.best),
-            "trend": row.trend[-1] if row.trend else None, "device": run.device, "experiment": run.experiment,
+            "trend": row.trend[-1] if row.trend else None, "load": row.load, "device": run.device,
+            "experiment": run.experiment,
         }
         return _sortable(values.get(column))
 
