@@ -49,6 +49,7 @@ ACTIVE_JOB_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING"
                                "SPECIAL_EXIT", "RESV_DEL_HOLD"})
 SQUEUE_TTL = 2.0  # seconds an answer of squeue is reused: the scheduler reaps twice a second
 REQUEUES = 3  # default of [launcher] requeues (submitit's max_num_timeout)
+_START = "expt: the worker starts"  # written to the job's stderr at each start: what Slurm says after it is this run's
 _STEPD = re.compile(r"\*\*\* ((?:JOB|STEP) \S+ ON \S+ .+?) \*\*\*")
 
 
@@ -106,6 +107,7 @@ def slurm_says(run: Run) -> str:
             text = handle.read().decode("utf-8", "replace")
     except OSError:
         return ""
+    text = text.rsplit(_START, 1)[-1]  # a requeued job appends to the same file: only its last start counts
     found = _STEPD.findall(text)
     jobs = [line for line in found if line.startswith("JOB")]
     if jobs or found:
@@ -252,6 +254,11 @@ def job_main(run_dir: str, cwd: str, cluster: str = "slurm", requeues: int = REQ
     from expt.core import worker
 
     os.chdir(cwd)
+    try:
+        os.write(2, f"{_START} (job {os.environ.get('SLURM_JOB_ID', '')}, restart "
+                    f"{os.environ.get('SLURM_RESTART_COUNT') or 0})\n".encode())
+    except OSError:
+        pass
     if os.environ.get("SLURM_CPUS_PER_TASK"):  # threads for the CPUs Slurm gave, as a local CPU slot does
         os.environ["OMP_NUM_THREADS"] = os.environ["SLURM_CPUS_PER_TASK"]
     log = os.open(Path(run_dir) / runfiles.LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
