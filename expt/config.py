@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from expt.core import search as search_table
 from expt.core.recipes import Recipe, all_recipes, unknown_recipe_message
 from expt.errors import ConfigError, NotFoundError, UsageError
 from expt.params import Param, ParamSet, free_param, params
 from expt.project import display_path, name_too_long
 
 # Keys of an experiment table that are not recipe parameters.
-EXPERIMENT_KEYS = ("recipe", "description", "sweep", "cases", "repeat")
+EXPERIMENT_KEYS = ("recipe", "description", "sweep", "cases", "repeat", "search")
 TOP_LEVEL_KEYS = ("defaults", "launcher", "experiments")
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(-[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -71,6 +72,7 @@ class Experiment:
     cases: list[dict[str, Any]] = field(default_factory=list)
     repeat: int = 1
     free: tuple[str, ...] = ()  # keys the recipe does not declare (a recipe with open parameters)
+    search: search_table.SearchSpec | None = None  # [experiments.NAME.search]: trials sampled, not a grid
 
     def expand(self) -> Expansion:
         """Cases x the cartesian grid of ``sweep`` x ``repeat`` seeds, minus skipped points."""
@@ -95,7 +97,7 @@ class Experiment:
 
     @property
     def size(self) -> int:
-        return len(self.expand().points)
+        return self.search.trials if self.search else len(self.expand().points)
 
 
 @dataclass(frozen=True)
@@ -296,16 +298,23 @@ class _Checker:
         cases = self._check_cases(name, table.get("cases", []), spec)
         if repeat > 1 and ("seed" in sweep or any("seed" in c for c in cases)):
             self.problem(path + ("repeat",), f"{name}.repeat", "use either 'repeat' or a sweep over 'seed', not both")
+        search = None
+        if "search" in table and len(self.problems) == before:
+            metric, goal = recipe.metric_and_goal(base)
+            search = search_table.check(name, table["search"], spec, metric=metric, goal=goal, sweep=sweep,
+                                        problem=self.problem, repeat=repeat, cases=cases)
+            sweep = {}  # its lists are categorical dimensions of the search
         if len(self.problems) > before:
             return None
         free = tuple(p.name for p in spec if p.name not in recipe.params)
-        experiment = Experiment(name, recipe_name, description, base, sweep, cases, repeat, free)
+        experiment = Experiment(name, recipe_name, description, base, sweep, cases, repeat, free, search)
         if recipe.validate:
             seen = set()
+            searched = set(search.space) if search else set()
             for point in experiment.expand().points:
                 for problem in recipe.validate(point.params):
-                    if problem in seen:
-                        continue
+                    if problem in seen or (search and (not isinstance(problem, tuple) or problem[0] in searched)):
+                        continue  # a search checks its sampled points as it asks them (infeasible: not run)
                     seen.add(problem)
                     if isinstance(problem, tuple):
                         key, message = problem
@@ -323,6 +332,9 @@ class _Checker:
         keys = [k for k in table if k not in EXPERIMENT_KEYS]
         sweep, cases = table.get("sweep"), table.get("cases")
         keys += list(sweep) if isinstance(sweep, dict) else []
+        search = table.get("search")
+        space = search.get("space") if isinstance(search, dict) else None
+        keys += list(space) if isinstance(space, dict) else []
         keys += [k for case in cases for k in case] if isinstance(cases, list) and all(
             isinstance(c, dict) for c in cases) else []
         extra = [free_param(k) for k in dict.fromkeys(keys) if k not in recipe.params]

@@ -15,8 +15,22 @@ if TYPE_CHECKING:
 
 STATUS_STYLES = {
     "queued": "dim", "starting": "cyan", "running": "bold cyan", "completed": "green",
-    "failed": "bold red", "stopped": "yellow", "crashed": "bold magenta",
+    "failed": "bold red", "stopped": "yellow", "crashed": "bold magenta", "pruned": "blue",
 }
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float | None], width: int = 24) -> str:
+    """A line of block characters for ``values`` (the last ``width``; None as a space)."""
+    shown = list(values)[-width:]
+    numbers = [v for v in shown if v is not None and math.isfinite(v)]
+    if not numbers:
+        return ""
+    low, high = min(numbers), max(numbers)
+    span = (high - low) or 1.0
+    return "".join(" " if v is None or not math.isfinite(v) else SPARK[min(7, int((v - low) / span * 7.999))]
+                   for v in shown)
 
 
 _UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]|\r(?!\n)")

@@ -350,3 +350,48 @@ def test_the_environment_of_the_submitting_process_reaches_the_job(cluster_proje
     assert result.returncode == 0, result.stdout + result.stderr
     expected = os.path.dirname(os.path.dirname(__import__("expt").__file__))
     assert f"marker {marker} expt from {expected}" in log(folder, "env-1")
+
+
+SEARCH = '''
+[experiments.sq]
+recipe = "command"
+command = "{python} search.py {run_dir} {q}"
+q = 0.5
+metrics = ["timm/summary.csv"]
+
+[experiments.sq.search]
+sampler = "random"
+trials = 3
+seed = 1
+
+[experiments.sq.search.space]
+q = {low = 0.0, high = 1.0}
+'''
+
+SEARCH_SCRIPT = r"""
+import csv, os, sys
+out, q = sys.argv[1], float(sys.argv[2])
+path = os.path.join(out, "timm", "summary.csv")
+os.makedirs(os.path.dirname(path), exist_ok=True)
+with open(path, "w", newline="") as handle:
+    writer = csv.DictWriter(handle, fieldnames=["epoch", "eval_top1"])
+    writer.writeheader()
+    for epoch in range(2):
+        writer.writerow({"epoch": epoch, "eval_top1": q * (epoch + 1)})
+"""
+
+
+def test_a_searchs_trials_are_slurm_jobs(cluster_project):
+    folder = cluster_project()
+    with open(folder / "experiments.toml", "a") as handle:
+        handle.write(SEARCH)
+    (folder / "search.py").write_text(SEARCH_SCRIPT)
+    result = expt("run", "sq", cwd=folder, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = orjson.loads(expt("study", "sq", "--json", cwd=folder).stdout)
+    assert report["note"] == "done" and not report["active"]
+    runs = orjson.loads(expt("ls", "sq", "--json", cwd=folder).stdout)
+    assert len(runs) == 3 and {r["status"] for r in runs} == {"completed"}
+    jobs = {show(folder, r["id"])["job_id"] for r in runs}
+    assert len(jobs) == 3 and all(job.isdigit() for job in jobs)
+    assert all(show(folder, r["id"])["backend"] == "slurm" for r in runs)

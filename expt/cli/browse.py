@@ -41,7 +41,7 @@ def _print_json(data: object) -> None:
 def ls(
     refs: Annotated[Optional[list[str]], typer.Argument(help="Only these experiments, runs or prefixes.")] = None,
     status: Annotated[Optional[list[str]], typer.Option("--status", "-s", help="Only runs with this status "
-                      "(repeatable): queued, running, completed, failed, stopped, crashed.")] = None,
+                      "(repeatable): queued, running, completed, failed, stopped, crashed, pruned.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", "-n", min=0, help="Show the newest N runs "
                      "(default 50 in the table, all with --json; 0: all).")] = None,
     json_output: JsonOption = False,

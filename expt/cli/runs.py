@@ -43,6 +43,8 @@ def run(
     detach: DetachOption = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs the sweep expands to; run nothing.")]
     = False,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="A search experiment: the study's total "
+                      "number of trials (raise it to extend a finished study).")] = None,
 ) -> None:
     """Run every point of an experiment's sweep, with live progress; Ctrl-C stops them cleanly.
 
@@ -58,9 +60,19 @@ def run(
     for warning in the_plan.warnings:
         err_console.print(plain(f"warning: {warning}", "yellow"), soft_wrap=True)
     if dry_run:
+        if the_plan.experiment.search is not None:
+            spec = the_plan.experiment.search
+            console.print(Text(f"{name}: a study of {trials or spec.trials} trials ({spec.sampler} sampler, "
+                               f"{spec.pruner} pruner, {spec.direction} {spec.metric}) over " +
+                               ", ".join(f"{k} {d.describe()}" for k, d in spec.space.items())))
+            return
         _print_plan(the_plan)
         return
     settings = scheduler.pool_settings(config.launcher, gpus=gpus, jobs=jobs)
+    if the_plan.experiment.search is not None:  # a search: trials are asked as slots free up (expt/cli/study.py)
+        from expt.cli.study import run_study
+
+        return run_study(proj, the_plan, settings, detach, trials)
     with open_store(proj.db_path) as store:
         runs = launcher.enqueue(store, proj, the_plan)
         settings.save(proj)

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from expt.config import Config, Expansion, Experiment
+from expt.config import Config, Expansion, Experiment, Point
 from expt.core import runfiles
 from expt.core.recipes import get_recipe
 from expt.core.runfiles import FINAL_STATUSES, SCRIPT_RECIPE
@@ -33,6 +33,8 @@ def plan(config: Config, name: str) -> Plan:
     """Expand ``name`` and run each recipe's preflight (data on disk ...); raise with every problem."""
     experiment = config.experiment(name)
     expansion = experiment.expand()
+    if experiment.search is not None:  # one point: the base params (each trial samples its own)
+        expansion = Expansion([Point(dict(experiment.params), {})], [])
     if not expansion.points:
         raise UsageError(f"experiment {name!r}: every point of its sweep was skipped "
                          f"({expansion.skipped[0][1] if expansion.skipped else 'empty sweep'})")
@@ -96,16 +98,17 @@ def resume(store: Store, runs: list[Run]) -> list[Run]:
             raise UsageError(f"{run.id} was imported ({run.origin}); there is nothing to resume")
         if run.recipe == SCRIPT_RECIPE:
             raise UsageError(f"{run.id} was recorded by its own script (expt.track); expt cannot resume it")
-    resumable = [run for run in runs if run.status in ("stopped", "crashed", "failed")]
+    resumable = [run for run in runs if run.status in runfiles.RESUMABLE_STATUSES]
     for run in resumable:
         recipe = get_recipe(run.recipe)
         if recipe.resumable and (reason := recipe.resumable(run.params)):
             raise UsageError(f"{run.id} cannot be resumed: {reason}")
     if runs and not resumable:
         run = runs[0]
-        raise UsageError(f"{run.id} is {run.status}; only stopped, crashed or failed runs can be resumed")
+        raise UsageError(f"{run.id} is {run.status}; only stopped, crashed, failed or pruned runs can be resumed")
     resumed = []
     for run in resumable:
+        (run.path / runfiles.PRUNE).unlink(missing_ok=True)  # resumed, a pruned run runs to its end
         if store.update_run(run, when=FINAL_STATUSES, status="queued", ended_at=None, error=None,
                             stop_requested=0, pid=None):
             runfiles.append_event(run.path, "status", status="queued", note="resume")

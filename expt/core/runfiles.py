@@ -31,13 +31,15 @@ MODEL = "model.pt"
 TABLES = "tables"
 TRACK = "track.jsonl"  # what expt.track writes under a command run; the worker follows it
 FOLLOW_STATE = ".follow.json"
+PRUNE = "prune"  # written by a study's pruner before its SIGTERM: the stopped run ends 'pruned' (core/study.py)
 SYS_PREFIX = "sys/"  # system metrics (core/sysmon.py): CPU, memory, I/O, GPU
 SYS_SUMMARY = ("peak_rss_mb", "mean_cpu_percent", "peak_gpu_mem_mb", "mean_gpu_util")  # how far a command run's metric files were read
 
 # a run recorded by a user's own script through expt.track (standalone): its recipe and backend
 SCRIPT_RECIPE = SCRIPT_BACKEND = "script"
 
-FINAL_STATUSES = ("completed", "failed", "stopped", "crashed")
+FINAL_STATUSES = ("completed", "failed", "stopped", "crashed", "pruned")
+RESUMABLE_STATUSES = ("stopped", "crashed", "failed", "pruned")
 ACTIVE_STATUSES = ("queued", "starting", "running")
 
 
@@ -98,3 +100,8 @@ def count_status(run_dir: Path, status: str) -> int:
 def is_sys_key(key: str) -> bool:
     """A system metric or its summary: kept out of the training metrics' tables unless asked for (--sys)."""
     return key.startswith(SYS_PREFIX) or key in SYS_SUMMARY
+
+
+def stop_status(run_dir: Path) -> str:
+    """What a run asked to stop ends as: ``pruned`` when a study's pruner asked, else ``stopped``."""
+    return "pruned" if (run_dir / PRUNE).exists() else "stopped"

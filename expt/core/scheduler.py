@@ -54,6 +54,9 @@ def stop(store: Store, runs: list[Run]) -> list[str]:
             continue
         store.update_run(run, stop_requested=1)
         notes.append(backends.get(run.backend).cancel(store, run))
+    from expt.core import study  # here, not at the top: expt.track imports this module (its contract)
+
+    study.after_stop(store, runs)
     return notes
 
 
@@ -91,8 +94,8 @@ def reap(store: Store, runs: list[Run] | None = None, now: float | None = None) 
             fresh = store.get(run.id)
             if fresh is None or fresh.status not in ("starting", "running"):
                 continue
-            status = "stopped" if fresh.stop_requested else "crashed"
-            error = None if status == "stopped" else said.get(run.id) or crash_reason(run.path)
+            status = runfiles.stop_status(run.path) if fresh.stop_requested else "crashed"
+            error = None if status != "crashed" else said.get(run.id) or crash_reason(run.path)
             try:
                 runfiles.append_event(run.path, "status", status=status, error=error)
                 store.ingest_run(fresh)
@@ -149,6 +152,9 @@ class Scheduler:
         if not self.owner:
             return []
         settings = self.settings or PoolSettings.load(self.project)
+        from expt.core import study  # search experiments (imported here: see stop)
+
+        study.step(store, self.project, settings)  # search experiments: tell, prune, ask trials for free slots
         backend = self.backends.get(settings.backend)
         if backend is None:
             backend = self.backends[settings.backend] = backends.get(settings.backend)
@@ -159,9 +165,19 @@ class Scheduler:
         """Run until nothing is queued or running (the detached scheduler's loop)."""
         while True:
             self.tick(store)
-            if not store.runs(f"status IN ({', '.join('?' * len(ACTIVE_STATUSES))})", ACTIVE_STATUSES, limit=1):
+            if not store.runs(f"status IN ({', '.join('?' * len(ACTIVE_STATUSES))})", ACTIVE_STATUSES, limit=1) \
+                    and not _study_pending(self.project):
                 break
             time.sleep(interval)
+
+
+def _study_pending(project: Project) -> bool:
+    """Is a search experiment's study active (trials to ask or tell)? One stat when there is no study."""
+    if not (project.runs_dir / ".studies").is_dir():
+        return False
+    from expt.core import study
+
+    return study.pending(project.runs_dir)
 
 
 def has_owner(project: Project) -> bool:
@@ -189,7 +205,7 @@ def spawn_scheduler(project: Project) -> subprocess.Popen:
 
 def ensure_scheduler(project: Project, store: Store) -> bool:
     """Start a detached scheduler if runs are queued and no one holds the lock; True if one was started."""
-    if store.runs("status = 'queued'", limit=1) and not has_owner(project):
+    if (store.runs("status = 'queued'", limit=1) or _study_pending(project)) and not has_owner(project):
         spawn_scheduler(project)
         return True
     return False
@@ -203,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     scheduler = Scheduler(project)
     with Store(project.db_path) as store:
         while not scheduler.acquire():
-            if not store.runs("status = 'queued'", limit=1):
+            if not store.runs("status = 'queued'", limit=1) and not _study_pending(project):
                 return
             time.sleep(1.0)
         print(f"{time.strftime('%F %T')} scheduler {os.getpid()} serving {project.root}", flush=True)

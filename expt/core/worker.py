@@ -69,8 +69,9 @@ def run(run_dir: Path, job: ClusterJob | None = None) -> int:
     except StopRequested:
         if job is not None and job.leave(tracker):
             return EXIT_LEFT
-        tracker.log("stopped on request; the checkpoint is saved: `expt resume` continues the run")
-        tracker.log_status("stopped")
+        status = runfiles.stop_status(run_dir)
+        tracker.log(f"{status} on request; the checkpoint is saved: `expt resume` continues the run")
+        tracker.log_status(status)
         return EXIT_STOPPED
     except RunCrashed as error:
         tracker.log(f"crashed: {error}")

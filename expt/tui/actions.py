@@ -197,7 +197,8 @@ def plan_launch(project: Project, name: str) -> LaunchPlanned:
     config = load_config(project.config_path)
     plan = launcher.plan(config, name)
     settings = scheduler.pool_settings(config.launcher)
-    return LaunchPlanned(name, plan.size, describe_pool(settings), len(plan.expansion.skipped))
+    size = plan.experiment.search.trials if plan.experiment.search else plan.size  # a search: its trials
+    return LaunchPlanned(name, size, describe_pool(settings), len(plan.expansion.skipped))
 
 
 def describe_pool(settings: Any) -> str:
@@ -217,6 +218,17 @@ def launch(project: Project, name: str) -> ActionDone:
     config = load_config(project.config_path)
     plan = launcher.plan(config, name)
     settings = scheduler.pool_settings(config.launcher)
+    if plan.experiment.search is not None:  # a study: the scheduler asks its trials as slots free up
+        from expt.core import study
+
+        with _store(project) as store:
+            settings.save(project)
+            state, resumed = study.start(store, project, plan.experiment)
+            started = scheduler.ensure_scheduler(project, store)
+        return ActionDone("launch", [f"{name}: a study of {state.target} trials on {describe_pool(settings)}",
+                                     "a background scheduler runs its trials" + ("" if started else
+                                                                                 " (it was already running)")],
+                          [r.id for r in resumed])
     with _store(project) as store:
         runs = launcher.enqueue(store, project, plan)
         settings.save(project)

@@ -200,6 +200,10 @@ def read_config(project: Project) -> ConfigLoaded:
     rows = []
     for name, experiment in config.experiments.items():
         expansion = experiment.expand()
-        rows.append(ExperimentRow(name, experiment.recipe, experiment.description, len(expansion.points),
-                                  len(expansion.skipped), dict(experiment.sweep), experiment.repeat))
+        spec = experiment.search
+        search = f"{spec.sampler} sampler over {', '.join(spec.space)}" if spec else ""
+        rows.append(ExperimentRow(name, experiment.recipe, experiment.description,
+                                  spec.trials if spec else len(expansion.points),
+                                  0 if spec else len(expansion.skipped), dict(experiment.sweep), experiment.repeat,
+                                  search))
     return ConfigLoaded(str(project.config_path), rows, [])

@@ -58,6 +58,7 @@ class ExperimentRow:
     skipped: int
     sweep: dict[str, list[Any]]
     repeat: int
+    search: str = ""  # a search experiment: "tpe sampler over lr, weight_decay" (runs: its trials)
 
 
 @dataclass

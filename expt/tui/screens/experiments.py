@@ -15,6 +15,7 @@ from expt.tui import actions
 from expt.tui.format import inert, number, plain
 from expt.tui.messages import ConfigLoaded, ExperimentRow, LaunchPlanned
 from expt.tui.screens.base import ExptScreen
+from expt.tui.screens.study import StudyLoaded, load_study, progress_text
 from expt.tui.widgets.nav_bar import NavBar
 
 
@@ -23,11 +24,13 @@ class ExperimentsScreen(ExptScreen):
 
     HELP = ("The experiments of experiments.toml, re-read whenever the file changes. Launching queues "
             "every point of the sweep (as `expt run NAME --detach`): the runs are worker processes in "
-            "their own session, so quitting the TUI or losing SSH stops none of them.")
+            "their own session, so quitting the TUI or losing SSH stops none of them. A search experiment "
+            "launches (or continues) its study; s shows its trials, best so far and importances.")
 
     BINDINGS = [
         Binding("enter,l", "launch", "Launch", key_display="enter", priority=True),
         Binding("v", "view_runs", "Its runs"),
+        Binding("s", "study", "Study", show=False),
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
         Binding("escape", "app.go('runs')", "Runs", show=False),
@@ -37,6 +40,7 @@ class ExperimentsScreen(ExptScreen):
     def __init__(self) -> None:
         super().__init__(id="experiments")
         self.config: ConfigLoaded | None = None
+        self.studies: dict[str, Text] = {}  # a search experiment's progress line
 
     def compose(self) -> ComposeResult:
         yield NavBar("Experiments")
@@ -57,6 +61,7 @@ class ExperimentsScreen(ExptScreen):
         table.focus()
         if self.config is not None:
             self._show(self.config)
+        self.set_interval(2.0, self._study_progress)
 
     def apply_config(self, message: ConfigLoaded) -> None:
         """Called by the app for every ConfigLoaded, shown or not."""
@@ -98,6 +103,10 @@ class ExperimentsScreen(ExptScreen):
         return next((e for e in self.config.experiments if e.name == name), None)
 
     @on(DataTable.RowHighlighted, "#experiments-table")
+    def _highlighted(self) -> None:
+        self._describe()
+        self._study_progress()
+
     def _describe(self) -> None:
         detail = self.query_one("#experiment-detail", Static)
         row = self._experiment(self.current_name)
@@ -110,8 +119,14 @@ class ExperimentsScreen(ExptScreen):
         sweep = [f"{inert(key)}={number(values)}" for key, values in row.sweep.items()]
         if row.repeat > 1:
             sweep.append(f"{row.repeat} seeds")
-        text.append(" x ".join(sweep) if sweep else "one point", style="cyan")
-        text.append(f" = {row.runs} run{'s' * (row.runs != 1)}")
+        if row.search:
+            text.append(f"a study: {row.runs} trials, {inert(row.search)}", style="cyan")
+            text.append("  (s: the study)", style="dim")
+            text.append("\n ")
+            text.append_text(self.studies.get(row.name) or Text("", style="dim"))
+        else:
+            text.append(" x ".join(sweep) if sweep else "one point", style="cyan")
+            text.append(f" = {row.runs} run{'s' * (row.runs != 1)}")
         if row.description:
             text.append(inert(f"\n {row.description}"), style="dim")
         detail.update(text)
@@ -158,6 +173,25 @@ class ExperimentsScreen(ExptScreen):
         if not self.is_current:
             return  # the user went elsewhere while the plan was being checked
         self.app.push_screen(ConfirmScreen(f"Launch {message.name}?", body, yes="Launch"), answered)
+
+    def _study_progress(self) -> None:
+        row = self._experiment(self.current_name)
+        if self.is_current and row is not None and row.search:
+            self.in_thread(load_study, self.expt.project, row.name, False, group="study")
+
+    def on_study_loaded(self, message: StudyLoaded) -> None:
+        self.studies[message.name] = progress_text(message.report)
+        if message.name == self.current_name:
+            self._describe()
+
+    def action_study(self) -> None:
+        from expt.tui.screens.study import StudyScreen
+
+        row = self._experiment(self.current_name)
+        if row is None or not row.search:
+            self.notify("not a search experiment: it has no [experiments.NAME.search] table", severity="warning")
+            return
+        self.app.push_screen(StudyScreen(row.name))
 
     def action_view_runs(self) -> None:
         name = self.current_name

@@ -13,7 +13,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Log, Static, TabbedContent, TabPane
 
 from expt.core import runfiles
-from expt.core.runfiles import FINAL_STATUSES, SYS_PREFIX, is_sys_key
+from expt.core.runfiles import FINAL_STATUSES, RESUMABLE_STATUSES, SYS_PREFIX, is_sys_key
 from expt.store import Run
 from expt.tui import actions
 from expt.tui.format import duration, inert, number, plain, status_text
@@ -341,9 +341,9 @@ class RunDetailScreen(ExptScreen):
         self.expt.confirm_stop([self.run])
 
     def action_resume(self) -> None:
-        if self.run is None or self.run.status not in ("stopped", "crashed", "failed"):
-            self.notify(f"{self.run_id} is {self.run.status if self.run else 'loading'}: only stopped, crashed or "
-                        "failed runs resume", severity="warning", markup=False)
+        if self.run is None or self.run.status not in RESUMABLE_STATUSES:
+            self.notify(f"{self.run_id} is {self.run.status if self.run else 'loading'}: only stopped, crashed, "
+                        "pruned or failed runs resume", severity="warning", markup=False)
             return
         self.expt.resume([self.run_id])
 

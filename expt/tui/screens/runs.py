@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Input, Static
 
 from expt import analysis
-from expt.core.runfiles import FINAL_STATUSES
+from expt.core.runfiles import FINAL_STATUSES, RESUMABLE_STATUSES
 from expt.tui import actions
 from expt.tui.messages import RunsChanged, RunsLoaded
 from expt.tui.rows import FILTER_HELP, RunFilter, RunRow
@@ -346,9 +346,9 @@ class RunsScreen(ExptScreen):
         self.expt.confirm_stop([r.run for r in targets])
 
     def action_resume(self) -> None:
-        targets = [r for r in self._targets() if r.run.status in ("stopped", "crashed", "failed")]
+        targets = [r for r in self._targets() if r.run.status in RESUMABLE_STATUSES]
         if not targets:
-            self.notify("nothing to resume: choose stopped, crashed or failed runs", severity="warning")
+            self.notify("nothing to resume: choose stopped, crashed, failed or pruned runs", severity="warning")
             return
         self.expt.resume([r.id for r in targets])
 

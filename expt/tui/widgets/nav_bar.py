@@ -8,8 +8,8 @@ from textual.widget import Widget
 
 from expt.tui.format import STATUS_STYLES, inert
 
-SHOWN_STATUSES = ("running", "starting", "queued", "failed", "crashed", "stopped", "completed")
-DROP_ORDER = ("sched", "completed", "stopped", "starting", "crashed", "failed", "queued")
+SHOWN_STATUSES = ("running", "starting", "queued", "failed", "crashed", "stopped", "pruned", "completed")
+DROP_ORDER = ("sched", "completed", "pruned", "stopped", "starting", "crashed", "failed", "queued")
 
 
 class NavBar(Widget):

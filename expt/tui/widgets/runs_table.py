@@ -15,7 +15,7 @@ from expt.tui.format import duration, inert, number, plain, sparkline, status_te
 from expt.tui.rows import RunRow
 
 STATUS_ORDER = {s: i for i, s in enumerate(("running", "starting", "queued", "failed", "crashed", "stopped",
-                                            "completed"))}
+                                            "pruned", "completed"))}
 BEFORE = ["sel", "id", "status"]
 AFTER = ["epoch", "eta", "best", "trend", "time", "load", "loss", "device", "experiment"]
 TAIL = ("loss", "device", "experiment")  # after the params that did not fit before the progress columns
