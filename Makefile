@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench tui lint clean
+.PHONY: install demo test test-fast test-slurm bench tui lint clean
 
 # torch and torchvision are installed by the same pip command (pyproject lists both), so pip
 # picks a matched pair. The stamp makes this a no-op while .venv is newer than pyproject.toml.
@@ -24,6 +24,17 @@ test: $(STAMP)  ## the whole test suite (what CI runs)
 
 test-fast: $(STAMP)  ## the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow"
+
+# A real one-node Slurm (scripts/slurm-up: Debian's slurm-wlm and munge, two fake GPUs; needs root), the tests
+# marked slurm against it, and the cluster taken down again whatever happened (scripts/slurm-down). `make test`
+# skips those tests where no cluster answers. EXPT_SLURM_DIR moves the cluster's scratch folder.
+SLURM_DIR ?= $(or $(EXPT_SLURM_DIR),/tmp/expt-slurm)
+test-slurm: $(STAMP)  ## the Slurm backend against a real Slurm brought up here and taken down after (a few minutes)
+	@trap 'EXPT_SLURM_DIR=$(SLURM_DIR) scripts/slurm-down' EXIT; \
+	EXPT_SLURM_DIR=$(SLURM_DIR) scripts/slurm-up || exit 1; \
+	. $(SLURM_DIR)/env; start=$$(date +%s); \
+	$(BIN)/python -m pytest -m slurm tests/test_slurm_cluster.py; rc=$$?; \
+	echo "test-slurm: the tests took $$(( $$(date +%s) - start )) s"; exit $$rc
 
 # The bench extra (MLflow) is installed only when missing, pinned to what .venv already holds, so it
 # never changes an installed package; if it cannot be installed, the MLflow rows say so.

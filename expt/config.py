@@ -39,6 +39,9 @@ LAUNCHER = params(
     Param("gpus_per_task", int, 1, "GPUs per Slurm task", min=0),
     Param("cpus_per_task", int, 8, "CPUs per Slurm task", min=1),
     Param("mem_gb", int, 32, "memory per Slurm task in GB", min=1),
+    Param("requeues", int, 3, "times a Slurm job is requeued when its time limit nears (SIGUSR2, up to 90 s "
+          "before): it checkpoints and continues in the same run; 0: the run ends crashed at its time limit",
+          min=0, max=100),
     Param("sbatch", dict, {}, "extra sbatch options, e.g. {constraint = 'a100'}"),
 )
 

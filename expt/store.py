@@ -144,8 +144,8 @@ class Run:
             "summary": self.summary, "metric": self.metric, "goal": self.goal, "best": self.best,
             "created_at": self.created_at, "started_at": self.started_at, "ended_at": self.ended_at,
             "duration": self.duration, "run_dir": self.run_dir, "pid": self.pid, "host": self.host,
-            "device": self.device, "epoch": self.epoch, "epochs": self.epochs, "phase": self.phase,
-            "error": self.error, "origin": self.origin,
+            "device": self.device, "backend": self.backend, "job_id": self.job_id, "epoch": self.epoch,
+            "epochs": self.epochs, "phase": self.phase, "error": self.error, "origin": self.origin,
         }
         if self.metrics is not None:
             data["metrics"] = self.metrics

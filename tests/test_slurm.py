@@ -1,4 +1,8 @@
-"""The Slurm backend through submitit's local executor: same worker, same folders, same ingest."""
+"""The Slurm backend through submitit's local executor (``cluster = "local"``): same worker, same folders, same ingest.
+
+Kept for what the real cluster (tests/test_slurm_cluster.py, `make test-slurm`) cannot show: the backend's
+submitit path in `make test` on any machine, Slurm or not, and the `cluster = "local"` option itself (its
+liveness by the job's pid, its stop by a signal to the worker's pid on this host)."""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ def test_runs_submitted_through_submitit_complete_and_are_ingested(tmp_path: Pat
     assert [r["status"] for r in runs] == ["completed", "completed"]
     assert all(r["summary"]["best_top1"] >= 0 for r in runs)
     assert (project / "runs" / "tiny-1" / "slurm").is_dir()
+    assert "expt worker tiny-1" in (project / "runs" / "tiny-1" / "log.txt").read_text()  # the job's output
     with Store(project / "runs.db") as store:
         run = store.get("tiny-1")
         assert run.backend == "slurm" and run.job_id

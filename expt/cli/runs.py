@@ -277,15 +277,17 @@ def ps(json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         owner = scheduler.has_owner(proj)
         sampler = devices.MachineSampler()
         rows, queue = devices.overview(store, proj, sampler)
+        jobs = scheduler.describe([r for r in active if r.backend not in (None, "local") and r.status != "queued"])
         if json_output:
             import orjson
 
-            typer.echo(orjson.dumps({"scheduler": owner, "runs": [r.to_json() for r in active],
+            runs = [{**r.to_json(), "job": jobs.get(r.id)} for r in active]
+            typer.echo(orjson.dumps({"scheduler": owner, "runs": runs,
                                      "devices": [d.to_json() for d in rows], "queue": [r.id for r in queue],
                                      "nvml": sampler.nvml.reason or "ok"}).decode())
             return
         table = Table(box=None, header_style="bold", pad_edge=False)
-        for column in ("id", "status", "device", "load", "pid", "epoch", "time", "host"):
+        for column in ("id", "status", "device", "load", "pid", "epoch", "time", "host") + ("job",) * bool(jobs):
             table.add_column(column, justify="right" if column == "load" else "left")
         now = time.time()
         loads = {run_id: value for d in rows for run_id, value in d.run_load.items()}
@@ -293,7 +295,8 @@ def ps(json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
             table.add_row(inert(r.id), status_text(r.status), inert(r.device or ""),
                           f"{loads[r.id]:.0f}%" if r.id in loads else "", str(r.pid or ""),
                           f"{r.epoch}/{r.epochs}" if r.epochs else "",
-                          duration(now - r.started_at) if r.started_at else "", inert(r.host or ""))
+                          duration(now - r.started_at) if r.started_at else "", inert(r.host or ""),
+                          *([inert(jobs.get(r.id, ""))] if jobs else []))
         console.print(table if active else "nothing queued or running")
         console.print(devices_table(rows, sampler.nvml.reason))
         if queue:

@@ -190,7 +190,7 @@ class DeviceRow:
 
 def overview(store: Any, project: Any, sampler: MachineSampler) -> tuple[list[DeviceRow], list[Any]]:
     """The machine's devices with the runs on them and the pool's free slots, and the queue in order (runs)."""
-    from expt.core.scheduler import PoolSettings
+    from expt.core.backends import PoolSettings
 
     cpu, gpus = sampler.sample()
     active = store.runs("status IN ('starting', 'running')")

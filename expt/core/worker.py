@@ -16,6 +16,7 @@ import socket
 import sys
 import traceback
 from pathlib import Path
+from typing import Any, Protocol
 
 from expt.core import runfiles, sysmon
 from expt.core.tracking import RunCrashed, StopRequested, Tracker
@@ -24,9 +25,24 @@ from expt.params import SYS_INTERVAL
 
 EXIT_FAILED = 1
 EXIT_STOPPED = 3
+EXIT_LEFT = 4  # stopped by a cluster that decides how the run goes on (a requeue), or the reaper marks it crashed
 
 
-def run(run_dir: Path) -> int:
+class ClusterJob(Protocol):
+    """The worker's half that a cluster backend brings (Slurm's ``backends.slurm.JobSide``)."""
+
+    def started(self, tracker: Tracker) -> dict[str, Any]:
+        """Install the cluster's signal handlers; the fields for the ``running`` event (device, job id ...)."""
+
+    def describe(self) -> str:
+        """Where the run executes, for its first log line."""
+
+    def leave(self, tracker: Tracker) -> bool:
+        """After a stop on a signal, with the checkpoint saved: True if the cluster is ending or requeueing the
+        job (the run gets no final status here), False for a plain stop (the run ends ``stopped``)."""
+
+
+def run(run_dir: Path, job: ClusterJob | None = None) -> int:
     tracker = Tracker(run_dir)
     signal.signal(signal.SIGTERM, tracker.request_stop)
     signal.signal(signal.SIGINT, tracker.request_stop)
@@ -34,9 +50,10 @@ def run(run_dir: Path) -> int:
     try:
         tracker.start_heartbeat()
         config = runfiles.read_config(run_dir)
-        tracker.log_status("running", pid=os.getpid(), host=socket.gethostname())
+        fields = job.started(tracker) if job is not None else {}
+        tracker.log_status("running", pid=os.getpid(), host=socket.gethostname(), **fields)
         tracker.log(f"expt worker {config['id']}: recipe {config['recipe']}, pid {os.getpid()} on "
-                    f"{socket.gethostname()}, {_assigned_device()}")
+                    f"{socket.gethostname()}, {job.describe() if job is not None else _assigned_device()}")
         from expt.core.recipes import get_recipe
 
         recipe = get_recipe(config["recipe"])
@@ -50,6 +67,8 @@ def run(run_dir: Path) -> int:
                 except Exception:  # noqa: BLE001  (out of memory, say) the recipe's own error is the one to report
                     pass
     except StopRequested:
+        if job is not None and job.leave(tracker):
+            return EXIT_LEFT
         status = runfiles.stop_status(run_dir)
         tracker.log(f"{status} on request; the checkpoint is saved: `expt resume` continues the run")
         tracker.log_status(status)
@@ -94,14 +113,6 @@ def explain(error: BaseException, memory: str | None = None) -> str:
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return f"disk full while writing the run's files: {last}"
     return last
-
-
-def run_job(run_dir: str, cwd: str | None = None) -> int:
-    """The entry point submitit pickles for a Slurm job (the same worker, by reference), in ``cwd``: the project's
-    folder, where a local worker runs too, so a relative path in the params means the same to both."""
-    if cwd:
-        os.chdir(cwd)
-    return run(Path(run_dir))
 
 
 def _assigned_device() -> str:
