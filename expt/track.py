@@ -67,15 +67,17 @@ from typing import Any, Callable, Iterator
 
 import orjson
 
+from expt.core import runfiles
+from expt.core.runfiles import RUN_DIR_ENV, RUN_ID_ENV, TRACK_ENV
+
 __all__ = ["init", "log", "finish", "run", "config", "summary", "Run", "Config", "Summary", "Settings", "Error",
            "Stopped", "termlog", "termwarn", "termerror"]
 
 FLUSH_INTERVAL = 0.5
-TRACK_ENV, RUN_DIR_ENV, RUN_ID_ENV = "EXPT_TRACK", "EXPT_RUN_DIR", "EXPT_RUN_ID"
 # expt.config.NAME_PATTERN, copied so that importing this module stays light (a test checks they agree)
 _NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(-[A-Za-z_][A-Za-z0-9_]*)*$")
 _MAX_NAME = 200
-_RESERVED = frozenset(("step", "t", "event"))  # keys of metrics.jsonl's metric lines, not metric names
+_RESERVED = runfiles.LINE_KEYS
 _DUMPS = orjson.OPT_APPEND_NEWLINE
 
 
@@ -243,9 +245,7 @@ class _ProtocolFile(_Sink):
                 return
             data, self._buffer = self._buffer, bytearray()
             self._last_flush = time.monotonic()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view):]
+            runfiles.write_all(self._fd, data)
 
     def _append(self, record: dict[str, Any], now: bool) -> None:
         line = orjson.dumps(record, option=_DUMPS)

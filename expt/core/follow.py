@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from expt.core.runfiles import FOLLOW_STATE as STATE
+from expt.core.runfiles import LINE_KEYS
 from expt.core.runfiles import TRACK as TRACK_FILE
 from expt.core.tracking import atomic_write
 
 if TYPE_CHECKING:
     from expt.core.tracking import Tracker
 
-RESERVED = ("step", "t", "event")  # keys of a metric line that are not metrics
+RESERVED = LINE_KEYS
 
 
 class Follower:

@@ -30,6 +30,8 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 TABLES = "tables"
 TRACK = "track.jsonl"  # what expt.track writes under a command run; the worker follows it
+TRACK_ENV, RUN_DIR_ENV, RUN_ID_ENV = "EXPT_TRACK", "EXPT_RUN_DIR", "EXPT_RUN_ID"  # what a command run is told
+LINE_KEYS = frozenset(("step", "t", "event"))  # keys of a metrics.jsonl line that are never metric names
 FOLLOW_STATE = ".follow.json"
 PRUNE = "prune"  # written by a study's pruner before its SIGTERM: the stopped run ends 'pruned' (core/study.py)
 SYS_PREFIX = "sys/"  # system metrics (core/sysmon.py): CPU, memory, I/O, GPU
@@ -105,3 +107,10 @@ def is_sys_key(key: str) -> bool:
 def stop_status(run_dir: Path) -> str:
     """What a run asked to stop ends as: ``pruned`` when a study's pruner asked, else ``stopped``."""
     return "pruned" if (run_dir / PRUNE).exists() else "stopped"
+
+
+def write_all(fd: int, data: bytes | bytearray) -> None:
+    """Write ``data`` whole to ``fd`` (os.write may take less than it is given)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

@@ -102,10 +102,7 @@ class Tracker:
                 return
             data, self._buffer = self._buffer, bytearray()
             self._last_flush = time.monotonic()
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            runfiles.write_all(self._fd, data)
 
     def _append(self, record: dict[str, Any], flush: bool) -> None:
         line = orjson.dumps(record, option=_DUMPS_OPTIONS)

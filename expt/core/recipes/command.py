@@ -187,7 +187,8 @@ def command(p: dict[str, Any], tracker: Tracker) -> None:
     cmd = argv(p, run_dir, config["id"], resume)
     values = placeholder_values(p, run_dir, config["id"])
     env = {**os.environ, **{k: fill(v, values) if isinstance(v, str) else _text(v) for k, v in p["env"].items()},
-           "EXPT_TRACK": str(run_dir / runfiles.TRACK), "EXPT_RUN_DIR": str(run_dir), "EXPT_RUN_ID": config["id"]}
+           runfiles.TRACK_ENV: str(run_dir / runfiles.TRACK), runfiles.RUN_DIR_ENV: str(run_dir),
+           runfiles.RUN_ID_ENV: config["id"]}
     cwd = p.get("cwd") or os.getcwd()
     if not Path(cwd).is_dir():
         raise ExptError(f"cwd {cwd!r}: no such folder")
