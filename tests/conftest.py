@@ -144,6 +144,35 @@ def finished_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+FEWSHOT_TOML = """\
+[experiments.fewshot]
+recipe = "finetune"
+description = "tiny few-shot study: mode x shots, two draws each"
+model = "test_efficientnet"
+pretrained = false
+img_size = 32
+epochs = 2
+batch_size = 8
+lr = 0.05
+eval_batch_size = 512
+repeat = 2
+
+[experiments.fewshot.sweep]
+mode = ["e2e", "fc"]
+shots = [1, 2]
+"""
+
+
+@pytest.fixture(scope="session")
+def fewshot_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project where `expt run fewshot` has completed: 2 modes x 2 shots x 2 seeds, eight real runs (the shape
+    of seed 000's study, for pivot tables and reports); copy it before changing it."""
+    folder = write_project(tmp_path_factory.mktemp("fewshot") / "proj", FEWSHOT_TOML)
+    result = expt("run", "fewshot", "--jobs", "2", cwd=folder)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return folder
+
+
 @pytest.fixture
 def finished_copy(finished_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private copy of ``finished_project`` as the current directory (run_dir paths rebuilt)."""
