@@ -19,11 +19,14 @@ install: $(STAMP)
 demo: $(STAMP)  ## train the `demo` experiment of experiments.toml (offline, CPU, about a minute)
 	$(BIN)/expt run demo
 
+# Two pytest workers (pytest-xdist; a module's tests stay on one worker, so its fixtures are built once): most
+# tests wait on real worker processes, so two at a time use both cores. EXPT_TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= $(or $(EXPT_TEST_WORKERS),2)
 test: $(STAMP)  ## the whole test suite (what CI runs)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 test-fast: $(STAMP)  ## the tests not marked slow
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope -m "not slow"
 
 # A real one-node Slurm (scripts/slurm-up: Debian's slurm-wlm and munge, two fake GPUs; needs root), the tests
 # marked slurm against it, and the cluster taken down again whatever happened (scripts/slurm-down). `make test`
