@@ -112,8 +112,10 @@ def default_axes(runs: Sequence[Run]) -> tuple[list[str], list[str]]:
 def default_metrics(runs: Sequence[Run]) -> list[str]:
     """The numeric summary keys, ``best_<metric>`` of the runs' recipes first (``analysis.numeric_summary_keys``
     order after it); ``best_<metric>`` even before any run has completed."""
-    best = [f"best_{r.metric}" for r in runs if r.metric]
-    return list(dict.fromkeys(best + analysis.numeric_summary_keys(runs)))
+    keys = analysis.numeric_summary_keys(runs)
+    completed = any(r.status == "completed" for r in runs)
+    best = [f"best_{r.metric}" for r in runs if r.metric and (f"best_{r.metric}" in keys or not completed)]
+    return list(dict.fromkeys(best + keys))
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -190,7 +192,7 @@ def build(runs: Sequence[Run], rows: str | Sequence[str] = (), cols: str | Seque
     for col in col_values:
         means = [(c.stat.mean if (c := cells.get((row, col))) and c.stat else None) for row in row_values]
         index = analysis.best_index(means, goal)
-        if index is not None:
+        if index is not None and means.count(means[index]) == 1:  # a tie for the best marks nothing
             best[col] = row_values[index]
     axes = set(rows + cols) | set(SEED_KEYS)
     mixed: list[str] = []
@@ -346,9 +348,9 @@ def to_csv(p: Pivot) -> str:
             if cell is None:
                 continue
             s = cell.stat
+            numbers = ["", "", "", 0] if s is None else [_csv_value(x) for x in (s.mean, s.std, s.ci95, s.n)]
             writer.writerow([*(_csv_value(_thaw(v)) for v in row), *(_csv_value(_thaw(v)) for v in col),
-                             inert(p.metric), *(_csv_value(x) for x in (s.mean, s.std, s.ci95, s.n) if s),
-                             *([""] * 4 if s is None else []), int(_is_best(p, row, col)), cell.pending,
+                             inert(p.metric), *numbers, int(_is_best(p, row, col)), cell.pending,
                              " ".join(r.id for r in cell.runs)])
     return buffer.getvalue()
 

@@ -1,5 +1,6 @@
 """Result tables: `expt table`, a pivot of an experiment's runs (read-only: never imports torch)."""
 
+import re
 import sys
 from typing import Annotated, Optional
 
@@ -16,6 +17,8 @@ from expt.errors import UsageError
 from expt.store import open_store
 
 FORMATS = ("rich", "md", "latex", "csv", "json")
+# what orjson leaves as it is but a terminal obeys (C1 controls, bidi overrides): written as JSON's \u escapes
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 @app.command("table")
@@ -50,7 +53,8 @@ def table(
         rows = ",".join(k for k in default_rows + default_cols if k not in pivot._split(cols))
     tables = pivot.build_all(runs, rows or (), cols or (), metric or ())
     if fmt == "json":
-        typer.echo(orjson.dumps({"runs": len(runs), "tables": [pivot.to_json(p) for p in tables]}).decode())
+        data = orjson.dumps({"runs": len(runs), "tables": [pivot.to_json(p) for p in tables]}).decode()
+        typer.echo(_UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", data))  # the same data, inert
         return
     if fmt != "rich":
         write = {"md": pivot.to_markdown, "latex": pivot.to_latex, "csv": pivot.to_csv}[fmt]
