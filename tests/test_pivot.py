@@ -217,4 +217,11 @@ def test_the_tui_table_opens_with_t_and_fills_in_as_a_run_completes(fewshot_proj
             await until_shown(pilot, app, "experiment")
             assert type(app.screen).__name__ == "ExperimentsScreen"
 
+            await pilot.press("ctrl+p")  # the same table from the command palette
+            await pilot.press(*"Table of experiment fewshot")
+            await until_shown(pilot, app, "Table of experiment fewshot")
+            await pilot.press("enter")
+            await until_shown(pilot, app, "table fewshot", f"{number(mean)} ± {spread(ci)} (n=3)")
+            assert type(app.screen).__name__ == "PivotScreen"
+
     asyncio.run(scenario())
