@@ -223,5 +223,7 @@ def test_the_tui_table_opens_with_t_and_fills_in_as_a_run_completes(fewshot_proj
             await pilot.press("enter")
             await until_shown(pilot, app, "table fewshot", f"{number(mean)} ± {spread(ci)} (n=3)")
             assert type(app.screen).__name__ == "PivotScreen"
+            await pilot.press("question_mark")
+            await until_shown(pilot, app, "Keys: Pivot", "Swap rows/cols", "95% confidence interval")
 
     asyncio.run(scenario())
