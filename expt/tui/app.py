@@ -147,6 +147,12 @@ class ExptApp(App[None]):
 
         self.push_screen(CompareScreen(run_ids))
 
+    def open_table(self, name: str) -> None:
+        """The pivot table of experiment ``name``'s runs (``t`` on the Experiments screen, the palette)."""
+        from expt.tui.screens.pivot import PivotScreen
+
+        self.push_screen(PivotScreen(name))
+
     def open_samples(self, run_ids: list[str]) -> None:
         from expt.tui.screens.samples import SamplesScreen
 
@@ -241,6 +247,9 @@ class ExptApp(App[None]):
             described = as_markup(f"{experiment.runs} runs: {experiment.description}")
             yield SystemCommand(f"Launch {experiment.name}", described,
                                 lambda name=experiment.name: self._launch_from_palette(name))
+            yield SystemCommand(as_markup(f"Table of experiment {experiment.name}"),
+                                "Its runs pivoted on the swept keys: mean ± 95% CI per cell, live (t on Experiments)",
+                                lambda name=experiment.name: self.open_table(name))
         if isinstance(screen, RunsScreen) or screen is self.runs_screen:
             for name, action, what in (("Compare selected runs", "compare", "c"), ("Stop", "stop", "s"),
                                        ("Resume", "resume", "r"), ("Samples", "samples", "i"),

@@ -25,11 +25,13 @@ class ExperimentsScreen(ExptScreen):
     HELP = ("The experiments of experiments.toml, re-read whenever the file changes. Launching queues "
             "every point of the sweep (as `expt run NAME --detach`): the runs are worker processes in "
             "their own session, so quitting the TUI or losing SSH stops none of them. A search experiment "
-            "launches (or continues) its study; s shows its trials, best so far and importances.")
+            "launches (or continues) its study; s shows its trials, best so far and importances. t opens the "
+            "experiment's table of results (its runs pivoted on the swept keys), live while its runs go.")
 
     BINDINGS = [
         Binding("enter,l", "launch", "Launch", key_display="enter", priority=True),
         Binding("v", "view_runs", "Its runs"),
+        Binding("t", "table", "Table"),
         Binding("s", "study", "Study", show=False),
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
@@ -192,6 +194,14 @@ class ExperimentsScreen(ExptScreen):
             self.notify("not a search experiment: it has no [experiments.NAME.search] table", severity="warning")
             return
         self.app.push_screen(StudyScreen(row.name))
+
+    def action_table(self) -> None:
+        """The pivot table of the experiment under the cursor (as `expt table NAME`)."""
+        name = self.current_name
+        if name is None:
+            self.notify("no experiment to tabulate", severity="warning")
+            return
+        self.expt.open_table(name)
 
     def action_view_runs(self) -> None:
         name = self.current_name
