@@ -283,7 +283,8 @@ class _Parser:
     def check(self, compare: Compare, token: _Token) -> Compare:
         if compare.name in TAG_NAMES and compare.op not in ("=", "!=", "~"):
             raise self.error(f"tags compare with = != ~ or in, not '{compare.op}'", token)
-        return compare
+        name = "tag" if compare.name in TAG_NAMES else COLUMNS.get(compare.name, compare.name)  # aliases: one tree
+        return Compare(name, compare.op, compare.values)
 
 
 def _literal(text: str) -> Literal:
