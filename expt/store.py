@@ -32,13 +32,14 @@ from expt.core.runfiles import ACTIVE_STATUSES, FINAL_STATUSES
 from expt.errors import NotFoundError, StoreError, UsageError
 from expt.project import name_too_long
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 INGEST_CHUNK = 8 << 20
 
 _RUN_COLUMNS = (
     "rid", "id", "experiment", "seq", "recipe", "description", "status", "params", "varying", "summary",
     "metric", "goal", "origin", "created_at", "started_at", "ended_at", "run_dir", "pid", "host", "device",
     "backend", "job_id", "epoch", "epochs", "phase", "error", "stop_requested", "offset", "bad_lines", "version",
+    "tags", "note",
 )
 _SELECT_RUNS = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
 
@@ -70,6 +71,11 @@ def _migrations():
                    "value REAL, PRIMARY KEY (run, key, step)) WITHOUT ROWID")
         db["meta"].create({"key": str, "value": int}, pk="key")
         db["meta"].insert({"key": "version", "value": 0})
+
+    @migrations()
+    def m002_tags_and_note(db):  # issue 16: tags and note event lines (expt tag, expt note)
+        db["runs"].add_column("tags", str, not_null_default="[]")
+        db["runs"].add_column("note", str, not_null_default="")
 
     return migrations
 
@@ -108,6 +114,8 @@ class Run:
     offset: int = 0
     bad_lines: int = 0
     version: int = 0
+    tags: list[str] = field(default_factory=list)
+    note: str = ""
     metrics: dict[str, list[list[float]]] | None = field(default=None, repr=False)
 
     @classmethod
@@ -115,6 +123,8 @@ class Run:
         values = dict(zip(_RUN_COLUMNS, row))
         for key in ("params", "varying", "summary"):
             values[key] = orjson.loads(values[key] or "{}")
+        values["tags"] = orjson.loads(values["tags"] or "[]")
+        values["note"] = values["note"] or ""
         return cls(**values)
 
     @property
@@ -146,6 +156,7 @@ class Run:
             "duration": self.duration, "run_dir": self.run_dir, "pid": self.pid, "host": self.host,
             "device": self.device, "backend": self.backend, "job_id": self.job_id, "epoch": self.epoch,
             "epochs": self.epochs, "phase": self.phase, "error": self.error, "origin": self.origin,
+            "tags": self.tags, "note": self.note,
         }
         if self.metrics is not None:
             data["metrics"] = self.metrics
@@ -407,7 +418,7 @@ class Store:
             return self._update(run.rid, columns, version, when)
 
     def _update(self, rid: int, columns: dict[str, Any], version: int, when: tuple[str, ...] | None = None) -> bool:
-        for key in ("params", "varying", "summary"):
+        for key in ("params", "varying", "summary", "tags"):
             if key in columns:
                 columns[key] = _dumps(columns[key])
         assignments = "".join(f"{name} = ?, " for name in columns)
@@ -478,9 +489,10 @@ class Store:
 
     def _apply(self, rid: int, data: bytes, version: int) -> int:
         """Apply complete lines to run ``rid`` inside the caller's transaction."""
-        row = self.conn.execute("SELECT status, summary, params, started_at FROM runs WHERE rid = ?", (rid,)).fetchone()
-        status, summary_text, params_text, started_at = row
-        summary = params = None
+        row = self.conn.execute("SELECT status, summary, params, started_at, tags FROM runs WHERE rid = ?",
+                                (rid,)).fetchone()
+        status, summary_text, params_text, started_at, tags_text = row
+        summary = params = tags = None
         columns: dict[str, Any] = {}
         points: list[tuple[int, int, int, Any]] = []
         keys = self._keys
@@ -542,6 +554,19 @@ class Store:
                 for key in ("epoch", "epochs", "phase"):
                     if key in record:
                         columns[key] = record[key]
+            elif event == runfiles.TAGS_EVENT:
+                tags = tags if tags is not None else orjson.loads(tags_text or "[]")
+                added, removed = record.get("add") or [], record.get("remove") or []
+                if not all(isinstance(t, str) for t in (*added, *removed)):
+                    bad += 1
+                    continue
+                tags = [t for t in tags if t not in removed] + [t for t in dict.fromkeys(added) if t not in tags]
+            elif event == runfiles.NOTE_EVENT:
+                text = record.get("text")
+                if not isinstance(text, str):
+                    bad += 1
+                    continue
+                columns["note"] = text
             else:
                 bad += 1
         if points:
@@ -550,6 +575,8 @@ class Store:
             columns["summary"] = summary
         if params is not None:
             columns["params"] = params
+        if tags is not None:
+            columns["tags"] = tags
         if bad:
             self.conn.execute("UPDATE runs SET bad_lines = bad_lines + ? WHERE rid = ?", (bad, rid))
         self._update(rid, columns, version)

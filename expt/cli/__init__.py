@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from expt.cli.coerce import Group, Typer
 from expt.errors import ExptError
@@ -34,6 +35,10 @@ class _Group(Group):
         except ExptError as error:
             for line in str(error).splitlines() or ["unknown error"]:
                 err_console.print(f"[bold red]error:[/] {escape(inert(line))}", soft_wrap=True)
+            caret = getattr(error, "caret", None)  # a QueryError: the expression, and a caret under the problem
+            if callable(caret):
+                for line in caret().splitlines():
+                    err_console.print(Text("  " + line), soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
 
 
@@ -69,4 +74,4 @@ def main() -> None:
         raise SystemExit(0)
 
 
-from expt.cli import browse, manage, research, results, runs, study, tui  # noqa: E402,F401  (they register their commands)
+from expt.cli import browse, manage, notes, research, results, runs, study, tui  # noqa: E402,F401  (they register their commands)

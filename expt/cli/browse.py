@@ -24,6 +24,10 @@ from expt.store import Run, Store, open_store
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (a stable contract for scripts).")]
 SysOption = Annotated[bool, typer.Option("--sys", help="Include the system metrics (sys/ series, peak memory, "
                      "GPU utilisation).")]
+WhereOption = Annotated[Optional[str], typer.Option("--where", "-w", metavar="EXPR", help="Only runs where EXPR "
+                        "holds, e.g. \"best_top1 > 80 and mode = 'cbn'\" (see README: filters).")]
+TagOption = Annotated[Optional[list[str]], typer.Option("--tag", metavar="TAG", help="Only runs with this tag "
+                      "(repeatable: all must hold).")]
 RunsArgument = Annotated[list[str], typer.Argument(help="Run ids, unique id prefixes, or experiment names.")]
 
 
@@ -37,6 +41,22 @@ def _print_json(data: object) -> None:
     typer.echo(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY).decode())
 
 
+def select_runs(store: Store, refs: Optional[list[str]] = None, where: Optional[str] = None,
+                tags: Optional[list[str]] = None, limit: Optional[int] = None) -> list[Run]:
+    """The runs named by ``refs`` (ids, prefixes, experiments; default: all, the newest ``limit``) for which
+    ``--where`` and every ``--tag`` hold. A bad expression or tag is a QueryError / UsageError."""
+    from expt.bookkeeping import check_tag
+    from expt.query import Query
+
+    query = Query.parse(where) if where else Query()
+    if tags:
+        query = query & Query.tags([check_tag(t) for t in tags])
+    if refs:
+        return [r for r in store.resolve(refs) if query.matches(r)]
+    condition, args = query.sql()
+    return store.runs(condition, args, limit=limit)
+
+
 @app.command("ls")
 def ls(
     refs: Annotated[Optional[list[str]], typer.Argument(help="Only these experiments, runs or prefixes.")] = None,
@@ -44,16 +64,15 @@ def ls(
                       "(repeatable): queued, running, completed, failed, stopped, crashed, pruned.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", "-n", min=0, help="Show the newest N runs "
                      "(default 50 in the table, all with --json; 0: all).")] = None,
+    where: WhereOption = None,
+    tag: TagOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """List runs: id, status, the params that differ between them, best metric, progress, time."""
     with open_store(project().db_path) as store:
         refresh(store)
-        if refs:
-            runs = store.resolve(refs)
-        else:
-            n = limit if limit is not None else (0 if json_output else 50)
-            runs = store.runs(limit=n or None)
+        n = limit if limit is not None else (0 if json_output else 50)
+        runs = select_runs(store, refs, where, tag, limit=n or None)
         if status:
             runs = [r for r in runs if r.status in status]
         total = store.count()
@@ -65,7 +84,7 @@ def ls(
         return
     differing = analysis.differing_keys([r.params for r in runs])
     console.print(runs_text(runs, differing, console.width), no_wrap=True, overflow="ellipsis")
-    if len(runs) < total and not refs:
+    if len(runs) < total and not refs and not where and not tag:
         console.print(Text(f"{len(runs)} of {total} runs; `expt ls -n 0` shows all", style="dim"))
 
 
@@ -99,6 +118,10 @@ def show(
         console.print(plain(run.description, "dim"))
     if run.error:
         console.print(plain(f"error: {run.error}", "red"))
+    if run.tags:
+        console.print(Text.assemble(("tags ", "dim"), inert(" ".join(run.tags))))
+    if run.note:
+        console.print(Text.assemble(("note ", "dim"), inert(run.note)))
     console.print(f"created {when(run.created_at)}  started {when(run.started_at)}  ended {when(run.ended_at)}  "
                   f"({duration(run.duration)})  device {run.device or '-'}")
     console.print(_key_values("params", run.params, highlight=set(run.varying)))
@@ -272,13 +295,15 @@ def compare(
                         "grouping runs that differ only in their seed.")] = False,
     sort: Annotated[Optional[str], typer.Option("--sort", help="Order rows by this summary key "
                     "(best first; default: the recipe's own order, e.g. scaling by test_acc).")] = None,
+    where: WhereOption = None,
+    tag: TagOption = None,
     sys_metrics: SysOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """Compare runs side by side: config differences, metrics (mean ± 95% CI over seeds), curves."""
     with open_store(project().db_path) as store:
         refresh(store)
-        runs = store.resolve(refs)
+        runs = select_runs(store, refs, where, tag)
         if len(runs) < 2:
             raise UsageError(f"compare needs at least two runs; {', '.join(refs)} name{'s' * (len(refs) == 1)} "
                              f"{len(runs)}")
@@ -388,6 +413,8 @@ def export(
                    )] = "csv",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of "
                       "stdout.")] = None,
+    where: WhereOption = None,
+    tag: TagOption = None,
     sys_metrics: SysOption = False,
 ) -> None:
     """Write the runs table (id, status, params, summary) for papers and spreadsheets."""
@@ -395,8 +422,9 @@ def export(
         raise UsageError(f"--format {fmt!r}: expected csv, md, latex or json")
     with open_store(project().db_path) as store:
         refresh(store)
-        runs = store.resolve(refs) if refs else store.runs()
+        runs = select_runs(store, refs, where, tag)
     rows = [{"id": r.id, "experiment": r.experiment, "recipe": r.recipe, "status": r.status,
+             "tags": " ".join(r.tags), "note": r.note,
              **{f"params.{k}": v for k, v in r.params.items()},
              **{f"summary.{k}": v for k, v in r.summary.items() if sys_metrics or not runfiles.is_sys_key(k)},
              "duration_s": r.duration} for r in runs]

@@ -100,8 +100,12 @@ def runs_text(runs: Sequence[Run], differing: Sequence[str], width: int) -> Text
     columns = list(RUN_COLUMNS)
     if not differing:
         columns[2] = Column("experiment", fold=True)
-    rows = [(inert(run.id), status_text(run.status),
+    rows = [[inert(run.id), status_text(run.status),
              params_text(run.params, differing) if differing else inert(run.experiment),
              number(run.best) if run.best is not None else "", progress(run), duration(run.duration),
-             when(run.created_at)) for run in runs]
+             when(run.created_at)] for run in runs]
+    if any(run.tags for run in runs):  # a tags column only when some shown run has tags
+        columns.insert(2, Column("tags", style="cyan"))
+        for row, run in zip(rows, runs):
+            row.insert(2, inert(" ".join(run.tags)))
     return table_text(columns, rows, width)

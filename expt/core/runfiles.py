@@ -7,7 +7,9 @@
     runs/<id>/checkpoint.pt  the latest training state (for stop and resume)
 
 A metric line is ``{"step": N, "t": T, "<name>": value, ...}``; an event line has an
-``"event"`` key (status, summary, params, progress). Lines are appended whole with
+``"event"`` key (status, launch, summary, params, progress, and tags and note: the
+user's bookkeeping, ``{"event": "tags", "add": [...], "remove": [...]}`` and
+``{"event": "note", "text": ...}`` where the last note wins and "" clears it). Lines are appended whole with
 O_APPEND, so several writers (the worker, the scheduler, the reaper) can share a file.
 """
 
@@ -33,6 +35,7 @@ TRACK = "track.jsonl"  # what expt.track writes under a command run; the worker 
 TRACK_ENV, RUN_DIR_ENV, RUN_ID_ENV = "EXPT_TRACK", "EXPT_RUN_DIR", "EXPT_RUN_ID"  # what a command run is told
 LINE_KEYS = frozenset(("step", "t", "event"))  # keys of a metrics.jsonl line that are never metric names
 FOLLOW_STATE = ".follow.json"
+TAGS_EVENT, NOTE_EVENT = "tags", "note"  # the user's bookkeeping (expt/bookkeeping.py): kept by reindex
 PRUNE = "prune"  # written by a study's pruner before its SIGTERM: the stopped run ends 'pruned' (core/study.py)
 SYS_PREFIX = "sys/"  # system metrics (core/sysmon.py): CPU, memory, I/O, GPU
 SYS_SUMMARY = ("peak_rss_mb", "mean_cpu_percent", "peak_gpu_mem_mb", "mean_gpu_util")  # how far a command run's metric files were read

@@ -24,7 +24,8 @@ from expt.project import Project
 from expt.store import Run, Store
 from expt.tui.messages import (ActionDone, CompareLoaded, LaunchPlanned, RunLoaded, RunsLoaded, RunUpdated,
                                SamplesLoaded)
-from expt.tui.rows import RunFilter, load_rows
+from expt.query import Query
+from expt.tui.rows import load_rows
 
 PAGE = 200  # rows the runs table loads at a time
 LOG_TAIL = 400  # log lines shown when a run opens
@@ -42,7 +43,7 @@ def _store(project: Project) -> Store:
 # -- reading ---------------------------------------------------------------------------------------------
 
 
-def load_page(project: Project, where: RunFilter, offset: int = 0, limit: int = PAGE) -> RunsLoaded:
+def load_page(project: Project, where: Query, offset: int = 0, limit: int = PAGE) -> RunsLoaded:
     """The newest ``limit`` runs matching ``where`` after ``offset``, and (on the first page) every
     running one however old (a resumed run from last month is still news)."""
     condition, args = where.sql()
@@ -208,6 +209,26 @@ def describe_pool(settings: Any) -> str:
     slots = settings.slots()
     names = list(dict.fromkeys(slot.name.split("#")[0] for slot in slots))
     return f"{', '.join(names)}, {len(slots)} at a time"
+
+
+def edit_run(project: Project, run_id: str, tags: list[str] | None = None, note: str | None = None) -> ActionDone:
+    """What ``expt tag/untag`` and ``expt note`` do (expt.bookkeeping): the run's tags made ``tags``, its note ``note``."""
+    from expt import bookkeeping
+
+    with _store(project) as store:
+        run = store.get(run_id)
+        if run is None:
+            raise UsageError(f"run {run_id} is no longer in runs.db")
+        if tags is not None:
+            before = list(run.tags)
+            run = bookkeeping.set_tags(store, run, tags)
+            line = (f"{run_id}: tags {' '.join(run.tags) or '(none)'}" if run.tags != before
+                    else f"{run_id}: tags unchanged")
+        else:
+            run, changed = bookkeeping.set_note(store, run, note or "")
+            line = (f"{run_id}: note unchanged" if not changed else
+                    f"noted on {run_id}" if run.note else f"cleared the note of {run_id}")
+    return ActionDone("tags" if tags is not None else "note", [line], [run_id])
 
 
 def launch(project: Project, name: str) -> ActionDone:

@@ -2,25 +2,22 @@
 
 A ``RunRow`` is plain data (a ``Run`` with its latest loss, the tail of its main metric and,
 while it runs, its latest load: GPU utilisation or CPU percent from its ``sys/`` lines), built
-off the event loop and handed to the screens in messages. ``RunFilter`` is one filter with two
-faces: a SQL condition for loading a page of runs, and a predicate for the live updates, so a run
-that starts matching while the screen is open appears in it.
+off the event loop and handed to the screens in messages. The `/` filter is an
+``expt.query.Query`` with two faces: a SQL condition for loading a page of runs, and a predicate for
+the live updates, so a run that starts matching while the screen is open appears in it.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-import orjson
-
+from expt.query import Query
 from expt.store import Run, Store
 
 LOSS_KEYS = ("train_loss", "loss")
 TREND_POINTS = 8
-_PARAM_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 
 @dataclass(frozen=True)
@@ -115,89 +112,14 @@ def load_rows(store: Store, runs: list[Run], points: int = TREND_POINTS) -> dict
 
 # -- the filter ------------------------------------------------------------------------------------------
 
-FILTER_HELP = "words match id, experiment, status, params; status=running  experiment=NAME  PARAM=VALUE"
+FILTER_HELP = ("words match id, experiment, status, params, tags; status=running  tag=best  "
+               "best_top1 > 80 and mode = 'cbn'  not, or, ( )")
 
 
-def _value(text: str) -> Any:
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+def parse_filter(text: str) -> Query:
+    """The `/` filter's text as a Query (expt.query: the language of `expt ls --where`); raises QueryError."""
+    return Query.parse(text, source="filter")
 
 
-@dataclass(frozen=True)
-class RunFilter:
-    """Every term must hold: words (substrings), ``status=A,B``, ``experiment=NAME``, ``PARAM=VALUE``."""
-
-    words: tuple[str, ...] = ()
-    statuses: tuple[str, ...] = ()
-    experiments: tuple[str, ...] = ()
-    params: tuple[tuple[str, Any], ...] = ()
-
-    @classmethod
-    def parse(cls, text: str) -> RunFilter:
-        words: list[str] = []
-        statuses: list[str] = []
-        experiments: list[str] = []
-        params: list[tuple[str, Any]] = []
-        for token in text.split():
-            key, sep, value = token.partition("=")
-            if not sep:
-                key, sep, value = token.partition(":")
-            if not sep or not value or not _PARAM_KEY.match(key):
-                words.append(token.lower())
-            elif key in ("status", "s"):
-                statuses.extend(v for v in value.split(",") if v)
-            elif key in ("experiment", "exp", "e"):
-                experiments.extend(v for v in value.split(",") if v)
-            else:
-                params.append((key, _value(value)))
-        return cls(tuple(words), tuple(statuses), tuple(experiments), tuple(params))
-
-    def __bool__(self) -> bool:
-        return bool(self.words or self.statuses or self.experiments or self.params)
-
-    def sql(self) -> tuple[str, list[Any]]:
-        """A WHERE condition for ``Store.page`` / ``Store.count`` ("" when everything matches)."""
-        terms: list[str] = []
-        args: list[Any] = []
-        if self.statuses:
-            terms.append(f"status IN ({', '.join('?' * len(self.statuses))})")
-            args += self.statuses
-        if self.experiments:
-            terms.append(f"experiment IN ({', '.join('?' * len(self.experiments))})")
-            args += self.experiments
-        for key, value in self.params:
-            terms.append("json_extract(params, ?) = ?")
-            args += [f'$."{key}"', int(value) if isinstance(value, bool) else value]
-        for word in self.words:
-            pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            terms.append("(" + " OR ".join(f"{column} LIKE ? ESCAPE '\\'"
-                                           for column in ("id", "experiment", "status", "params")) + ")")
-            args += [pattern] * 4
-        return " AND ".join(terms), args
-
-    def matches(self, run: Run) -> bool:
-        """The same test as ``sql()``, on a run already in memory."""
-        if self.statuses and run.status not in self.statuses:
-            return False
-        if self.experiments and run.experiment not in self.experiments:
-            return False
-        for key, value in self.params:
-            if key not in run.params or run.params[key] != value:
-                return False
-        if self.words:
-            haystack = " ".join((run.id, run.experiment, run.status,
-                                 orjson.dumps(run.params, option=orjson.OPT_SERIALIZE_NUMPY).decode())).lower()
-            if not all(word in haystack for word in self.words):
-                return False
-        return True
-
-
-def matching(rows: Iterable[RunRow], where: RunFilter) -> list[RunRow]:
+def matching(rows: Iterable[RunRow], where: Query) -> list[RunRow]:
     return [row for row in rows if where.matches(row.run)]

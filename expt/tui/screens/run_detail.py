@@ -20,6 +20,7 @@ from expt.tui.format import duration, inert, number, plain, status_text
 from expt.tui.messages import RunLoaded, RunsChanged, RunUpdated
 from expt.tui.rows import LOSS_KEYS, RunRow
 from expt.tui.screens.base import ExptScreen
+from expt.tui.screens.edit_text import EditTextScreen
 from expt.tui.widgets.key_values import KeyValues
 from expt.tui.widgets.metric_chart import MetricChart
 from expt.tui.widgets.nav_bar import NavBar
@@ -95,6 +96,8 @@ class RunDetailScreen(ExptScreen):
         Binding("s", "stop", "Stop"),
         Binding("r", "resume", "Resume"),
         Binding("i", "samples", "Samples"),
+        Binding("t", "edit_tags", "Tags"),
+        Binding("n", "edit_note", "Note"),
         Binding("tab", "next_tab", "Next tab"),
         Binding("shift+tab", "previous_tab", "Previous tab", show=False),
     ]
@@ -118,6 +121,7 @@ class RunDetailScreen(ExptScreen):
         with TabbedContent(id="run-tabs"):
             with TabPane("Overview", id="tab-overview"):
                 with VerticalScroll():
+                    yield Static("", id="run-bookkeeping")
                     with Horizontal(id="overview"):
                         yield KeyValues("params", id="run-params")
                         yield KeyValues("summary", id="run-summary")
@@ -209,6 +213,8 @@ class RunDetailScreen(ExptScreen):
             lines_changed = header.plain.count("\n") != self._header.count("\n") or not self._header
             self._header = header.plain
             self.query_one("#run-header", Static).update(header, layout=lines_changed)
+        if before is None or (before.tags, before.note) != (run.tags, run.note):
+            self.query_one("#run-bookkeeping", Static).update(bookkeeping_text(run))
         if before is None or before.params != run.params:
             self.query_one("#run-params", KeyValues).set_values(run.params, run.varying)
         if before is None or before.summary != run.summary:
@@ -349,6 +355,39 @@ class RunDetailScreen(ExptScreen):
 
     def action_samples(self) -> None:
         self.expt.open_samples([self.run_id])
+
+    def action_edit_tags(self) -> None:
+        if self.run is None:
+            return
+        run_id = self.run_id
+
+        def save(text: str | None) -> None:
+            if text is not None:
+                self.in_thread(actions.edit_run, self.expt.project, run_id, text.split(), None, group="edit",
+                               exclusive=False, description="saving the tags")
+
+        self.app.push_screen(EditTextScreen(f"tags of {run_id}", " ".join(self.run.tags),
+                                            "tags apart by spaces; enter: save  escape: cancel"), save)
+
+    def action_edit_note(self) -> None:
+        if self.run is None:
+            return
+        run_id = self.run_id
+
+        def save(text: str | None) -> None:
+            if text is not None:
+                self.in_thread(actions.edit_run, self.expt.project, run_id, None, text, group="edit",
+                               exclusive=False, description="saving the note")
+
+        self.app.push_screen(EditTextScreen(f"note on {run_id}", self.run.note,
+                                            "one note per run (empty clears it); enter: save  escape: cancel"), save)
+
+
+def bookkeeping_text(run: Run) -> Text:
+    """The run's tags and note (t, n edit them): user text, shown inert."""
+    text = Text.assemble(("tags ", "dim"), (inert(" ".join(run.tags)), "cyan") if run.tags else ("-", "dim"),
+                         ("   note ", "dim"), inert(run.note) if run.note else ("- (t: tags, n: note)", "dim"))
+    return text
 
 
 def _shown_path(path: Path, root: Path) -> str:

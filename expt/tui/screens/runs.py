@@ -13,7 +13,8 @@ from expt import analysis
 from expt.core.runfiles import FINAL_STATUSES, RESUMABLE_STATUSES
 from expt.tui import actions
 from expt.tui.messages import RunsChanged, RunsLoaded
-from expt.tui.rows import FILTER_HELP, RunFilter, RunRow
+from expt.query import Query, QueryError
+from expt.tui.rows import FILTER_HELP, RunRow, parse_filter
 from expt.tui.screens.base import ExptScreen
 from expt.tui.widgets.nav_bar import NavBar
 from expt.tui.widgets.runs_table import MAX_PARAM_COLUMNS, RunsTable
@@ -47,7 +48,7 @@ class RunsScreen(ExptScreen):
 
     def __init__(self) -> None:
         super().__init__(id="runs")
-        self.where = RunFilter()
+        self.where = Query()
         self.total = 0
         self.matching = 0
         self.loaded = 0  # rows of the page loaded so far (for the next offset)
@@ -62,10 +63,12 @@ class RunsScreen(ExptScreen):
         # made here, not looked up: a timer or a late message may still arrive while the app shuts down
         self.table = RunsTable(id="runs-table")
         self.status = Static("", id="runs-status", markup=False)
+        self.filter_error = Static("", id="filter-error", markup=False)  # a bad filter: message and caret
 
     def compose(self) -> ComposeResult:
         yield NavBar("Runs")
         yield Input(placeholder=f"/ filter: {FILTER_HELP}", id="filter", compact=True)
+        yield self.filter_error
         yield self.table
         yield self.status
         yield Footer(compact=True)
@@ -219,7 +222,15 @@ class RunsScreen(ExptScreen):
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
-        where = RunFilter.parse(event.value)
+        try:
+            where = parse_filter(event.value)
+        except QueryError as error:  # the table keeps its last good filter; the problem shows under the line
+            self.filter_error.update(f"{error}\n{error.caret()}")
+            self.filter_error.display = True
+            return
+        if self.filter_error.display:
+            self.filter_error.display = False
+            self.filter_error.update("")
         if where != self.where:
             self.where = where
             if self.ready:  # the rows already in memory at once; runs.db's answer follows
