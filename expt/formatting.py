@@ -110,3 +110,27 @@ def tables_digest(tables: Sequence[dict[str, Any]]) -> str:
 def spread(value: float) -> str:
     """A ± or sd figure: two significant digits."""
     return f"{value:.2g}" if abs(value) < 100 else f"{value:,.0f}"
+
+
+_spread = spread  # for the functions below, whose ``spread`` argument shadows it
+
+
+def stat(value: Any, spread: bool = False) -> str:
+    """An ``analysis.Stat`` as compare prints it: ``mean ±ci95``; with ``spread`` also ``sd`` (a single run, or
+    values all the same, is its value)."""
+    if value is None:
+        return ""
+    if value.n == 1 or value.std == 0:
+        return number(value.mean)
+    text = f"{number(value.mean)} ±{_spread(value.ci95)}"
+    return f"{text} sd {_spread(value.std)}" if spread else text
+
+
+def mean_ci(value: Any, runs: int = 1, pm: str = "±") -> str:
+    """An ``analysis.Stat`` as a pivot table's cell: ``83.2 ± 1.4 (n=3)``; one value as itself, with ``(n=1)``
+    when it stands for a cell of ``runs`` > 1 (the others not completed)."""
+    if value is None:
+        return ""
+    if value.n == 1:
+        return number(value.mean) + (" (n=1)" if runs > 1 else "")
+    return f"{number(value.mean)} {pm} {_spread(value.ci95)} (n={value.n})"

@@ -384,14 +384,15 @@ def _curves(groups: list[analysis.Group], curves: dict[str, list[list[float]]], 
 @app.command()
 def export(
     refs: Annotated[Optional[list[str]], typer.Argument(help="Runs to export (default: all).")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-F", help="csv, md (Markdown) or json.")] = "csv",
+    fmt: Annotated[str, typer.Option("--format", "-F", help="csv, md (Markdown), latex (booktabs) or json."
+                   )] = "csv",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of "
                       "stdout.")] = None,
     sys_metrics: SysOption = False,
 ) -> None:
     """Write the runs table (id, status, params, summary) for papers and spreadsheets."""
-    if fmt not in ("csv", "md", "json"):
-        raise UsageError(f"--format {fmt!r}: expected csv, md or json")
+    if fmt not in ("csv", "md", "latex", "json"):
+        raise UsageError(f"--format {fmt!r}: expected csv, md, latex or json")
     with open_store(project().db_path) as store:
         refresh(store)
         runs = store.resolve(refs) if refs else store.runs()
@@ -409,6 +410,13 @@ def export(
             writer.writeheader()
             writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
             text = buffer.getvalue()
+        elif fmt == "latex":
+            from expt.pivot import latex_escape
+
+            lines = [rf"\begin{{tabular}}{{{'l' * len(columns)}}}", r"\toprule",
+                     " & ".join(latex_escape(c) for c in columns) + r" \\", r"\midrule"]
+            lines += [" & ".join(latex_escape(_cell(row.get(c))) for c in columns) + r" \\" for row in rows]
+            text = "\n".join([*lines, r"\bottomrule", r"\end{tabular}"]) + "\n"
         else:
             lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
             lines += ["| " + " | ".join(_cell(row.get(c)).replace("|", "\\|") for c in columns) + " |"

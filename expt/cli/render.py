@@ -7,9 +7,7 @@ from typing import Any, Sequence
 
 from rich.text import Text
 
-from expt.analysis import Stat
-from expt.formatting import STATUS_STYLES, duration, inert, number, plain, status_text, tables_digest  # noqa: F401
-from expt.formatting import spread as spread_text
+from expt.formatting import STATUS_STYLES, duration, inert, number, plain, stat, status_text, tables_digest  # noqa: F401
 from expt.store import Run
 
 
@@ -18,16 +16,6 @@ def when(timestamp: float | None) -> str:
         return ""
     fmt = "%H:%M:%S" if time.time() - timestamp < 86400 else "%Y-%m-%d %H:%M"
     return time.strftime(fmt, time.localtime(timestamp))
-
-
-def stat(value: Stat | None, spread: bool = False) -> str:
-    """``mean ±ci95``; with ``spread`` also ``sd`` (for seed groups; a single run is its value)."""
-    if value is None:
-        return ""
-    if value.n == 1 or value.std == 0:
-        return number(value.mean)
-    text = f"{number(value.mean)} ±{spread_text(value.ci95)}"
-    return f"{text} sd {spread_text(value.std)}" if spread else text
 
 
 def params_text(params: dict[str, Any], keys: Sequence[str]) -> str:
