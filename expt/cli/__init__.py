@@ -69,4 +69,4 @@ def main() -> None:
         raise SystemExit(0)
 
 
-from expt.cli import browse, manage, research, results, runs, study, tui  # noqa: E402,F401  (they register their commands)
+from expt.cli import browse, manage, report, research, results, runs, study, tui  # noqa: E402,F401  (they register their commands)
