@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -197,7 +198,9 @@ def curves_figure(series: list[tuple[str, list[list[list[float]]]]], metric: str
         ax.set_ylabel(metric)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, ncol=2 if len(series) > 8 else 1, loc="best")
-        fig.tight_layout()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a long legend: the figure keeps its size
+            fig.tight_layout()
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, format="png", dpi=DPI, metadata={"Software": None})
     finally:
@@ -233,19 +236,67 @@ def _what_ran(runs: list[Run]) -> list[str]:
     return lines
 
 
+def _scalar(runs: Sequence[Run], key: str) -> bool:
+    """Every run's value of ``key`` is a scalar (a list or table of stages makes an unreadable row label)."""
+    return all(not isinstance(r.params.get(key), (list, dict)) for r in runs)
+
+
+def axes(runs: Sequence[Run]) -> tuple[list[str], list[str]]:
+    """``pivot.default_axes`` without keys whose values are lists or tables (when a scalar key is left)."""
+    rows, cols = pivot.default_axes(runs)
+    keys = rows + cols
+    scalar = [k for k in keys if _scalar(runs, k)]
+    if scalar and len(scalar) < len(keys):
+        keys = scalar
+        return (keys, []) if len(keys) <= 1 else (keys[:-1], keys[-1:])
+    return rows, cols
+
+
 def _pivots(runs: list[Run]) -> list[str]:
     lines = ["## Results", ""]
-    completed = [r for r in runs if r.status == "completed"]
-    if not completed:
-        return lines + ["No run has completed yet.", ""]
-    for metric in ranking_metrics(runs):
-        p = pivot.build(runs, metric=metric)
-        goal = {"max": "higher is better", "min": "lower is better"}.get(p.goal or "", "no direction")
-        marked = "; the best cell of each column in bold" if p.goal and p.best else ""
-        cells = "" if p.grouped else "; one run per cell"
-        lines += [f"### {md(metric)}", "", f"{md(pivot.title(p))}: {goal}{marked}{cells}.", "",
-                  pivot.to_markdown(p).rstrip("\n"), ""]
+    experiments = list(dict.fromkeys(r.experiment for r in runs))
+    for experiment in experiments:
+        mine = [r for r in runs if r.experiment == experiment]
+        prefix = f"{md(experiment)}: " if len(experiments) > 1 else ""
+        if not any(r.status == "completed" for r in mine):
+            lines += [f"{prefix}no run has completed yet.", ""]
+            continue
+        rows, cols = axes(mine)
+        pivots = [pivot.build(mine, rows=rows, cols=cols, metric=m) for m in ranking_metrics(mine)]
+        if pivots and cols and len(pivots[0].cells) * 2 < len(pivots[0].row_values) * len(pivots[0].col_values):
+            rows, cols = rows + cols, []  # a sparse grid (the points of a search or a grid near a target): one row each
+            pivots = [pivot.build(mine, rows=rows, cols=cols, metric=p.metric) for p in pivots]
+        if not cols:
+            lines += _side_by_side(pivots, prefix)
+            continue
+        for p in pivots:
+            goal = {"max": "higher is better", "min": "lower is better"}.get(p.goal or "", "no direction")
+            marked = "; the best cell of each column in bold" if p.goal and p.best else ""
+            cells = "" if p.grouped else "; one run per cell"
+            lines += [f"### {prefix}{md(p.metric)}", "", f"{md(pivot.title(p))}: {goal}{marked}{cells}.", "",
+                      pivot.to_markdown(p).rstrip("\n"), ""]
     return lines
+
+
+def _side_by_side(pivots: list[pivot.Pivot], prefix: str) -> list[str]:
+    """Pivots without column keys (one per metric, the same rows) as one table: a column per metric."""
+    first = pivots[0]
+    head = [md(k) for k in first.rows] + [md(p.metric) for p in pivots]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join([":---"] * len(first.rows) + ["---:"] * len(pivots)) + "|"]
+    grids = [dict((tuple(labels), cells[0]) for labels, cells in pivot.grid(p)) for p in pivots]
+    for labels, _ in pivot.grid(first):
+        shown = []
+        for g in grids:
+            text, best = g.get(tuple(labels), ("", False))
+            shown.append(f"**{md(text)}**" if best and text else md(text))
+        lines.append("| " + " | ".join([md(x) for x in labels] + shown) + " |")
+    directions = ", ".join(f"{md(p.metric)} {'higher' if p.goal == 'max' else 'lower'} is better"
+                           for p in pivots if p.goal)
+    what = md(pivot.title(first)).replace(md(first.metric), "values", 1) if first.grouped else "one run per row"
+    notes = [f"_{md(n)}_" for p in pivots[:1] for n in pivot.notes(p)]
+    return [f"### {prefix}results", "", f"{what}; {directions or 'no metric has a direction'}; the best of each "
+            "column in bold.", "", *lines, "", *([*notes, ""] if notes else [])]
 
 
 def _curves(store: Store, runs: list[Run], out: Path) -> list[str]:
@@ -253,7 +304,8 @@ def _curves(store: Store, runs: list[Run], out: Path) -> list[str]:
     if not metrics:
         return []
     groups = analysis.group_by_seed(runs)
-    keys = [k for k in analysis.differing_keys([g.params for g in groups]) if k not in analysis.SEED_KEYS]
+    keys = [k for k in analysis.differing_keys([g.params for g in groups])
+            if k not in analysis.SEED_KEYS and _scalar(runs, k)]
     experiments = len({r.experiment for r in runs})
     lines = ["## Curves", ""]
     drawn = False
@@ -264,7 +316,10 @@ def _curves(store: Store, runs: list[Run], out: Path) -> list[str]:
             members = [r for r in group.runs if r.metric == metric]
             if members:
                 points = [store.metrics(r, [metric]).get(metric, []) for r in members]
-                series.append((group_label(group, keys, experiments), points))
+                label = group_label(group, keys, experiments)
+                if any(label == other for other, _ in series):
+                    label = f"{label} ({group.label})"
+                series.append((label, points))
         name = f"curves-{file_name(metric)}.png"
         if curves_figure(series, metric, out / name):
             drawn = True
