@@ -74,4 +74,5 @@ def main() -> None:
         raise SystemExit(0)
 
 
-from expt.cli import browse, manage, notes, research, results, runs, study, tui  # noqa: E402,F401  (they register their commands)
+from expt.cli import (  # noqa: E402,F401  (they register their commands)
+    browse, manage, notes, report, research, results, runs, study, tui)

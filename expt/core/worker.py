@@ -51,7 +51,7 @@ def run(run_dir: Path, job: ClusterJob | None = None) -> int:
         tracker.start_heartbeat()
         config = runfiles.read_config(run_dir)
         fields = job.started(tracker) if job is not None else {}
-        tracker.log_status("running", pid=os.getpid(), host=socket.gethostname(), **fields)
+        tracker.log_status("running", pid=os.getpid(), host=socket.gethostname(), versions=versions(), **fields)
         tracker.log(f"expt worker {config['id']}: recipe {config['recipe']}, pid {os.getpid()} on "
                     f"{socket.gethostname()}, {job.describe() if job is not None else _assigned_device()}")
         from expt.core.recipes import get_recipe
@@ -113,6 +113,24 @@ def explain(error: BaseException, memory: str | None = None) -> str:
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return f"disk full while writing the run's files: {last}"
     return last
+
+
+VERSIONED = ("expt", "torch", "timm")  # the packages whose versions a run's ``running`` event records
+
+
+def versions() -> dict[str, str]:
+    """Python's and the installed packages' versions (``expt report`` shows them); read from the packages'
+    metadata, so nothing is imported here (a recipe imports torch when it needs it)."""
+    from importlib import metadata
+    import platform
+
+    found = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
 
 
 def _assigned_device() -> str:
