@@ -279,11 +279,14 @@ def grid(pivot: Pivot, pm: str = "±") -> list[tuple[list[str], list[tuple[str, 
             for row in pivot.row_values]
 
 
+def md_escape(text: str) -> str:
+    """Text for a Markdown table cell: backslashes, pipes and asterisks escaped, on one line."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("*", "\\*")
+
+
 def to_markdown(p: Pivot) -> str:
     """A GitHub Markdown table (the best cell of each column in bold), the notes below it in italics."""
-    def md(text: str) -> str:
-        return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("*", "\\*")
-
+    md = md_escape
     head = header(p) or [""]
     lines = ["| " + " | ".join(md(h) for h in head) + " |",
              "|" + "|".join(":---" if i < len(p.rows) else "---:" for i in range(len(head))) + "|"]

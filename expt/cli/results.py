@@ -61,7 +61,7 @@ def table(
         texts = []
         for p in tables:
             if fmt == "md":
-                texts.append(f"**{pivot.title(p).replace('*', chr(92) + '*')}**\n\n" + write(p))
+                texts.append(f"**{pivot.md_escape(pivot.title(p))}**\n\n" + write(p))
             else:
                 texts.append(write(p))
         sys.stdout.write(inert(("\n" if fmt != "csv" else "").join(texts)))
