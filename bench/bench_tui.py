@@ -149,7 +149,7 @@ async def drive(project, probe_samples: int, watch: float) -> dict[str, list[flo
     """Run the app, press keys while the writers log, then watch ``watch`` seconds without a key;
     returns the latencies by name (seconds)."""
     from expt.tui.app import create_app
-    from expt.tui.rows import RunFilter
+    from expt.tui.rows import parse_filter
     from expt.tui.screens.run_detail import RunDetailScreen
 
     app = create_app(project, image_mode="halfcell")  # the default interval, as `expt tui` runs
@@ -178,10 +178,10 @@ async def drive(project, probe_samples: int, watch: float) -> dict[str, list[flo
             typed = "2" if i % 2 == 0 else "backspace"
             expected = "2" if typed == "2" else ""
             answered = ("filter_db", time.monotonic(), lambda e=expected: box.value == e and not screen.loading
-                        and screen.where == RunFilter.parse(e))
+                        and screen.where == parse_filter(e))
             probe.waiting.append(answered)  # the rows runs.db adds to the ones already in memory
             await probe.key(pilot, "filter", typed, lambda e=expected: box.value == e
-                            and screen.where == RunFilter.parse(e))
+                            and screen.where == parse_filter(e))
             while answered in probe.waiting:
                 await asyncio.sleep(0.002)
             await asyncio.sleep(rng.uniform(0.05, 0.2))

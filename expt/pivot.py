@@ -16,7 +16,7 @@ import io
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from expt import analysis
 from expt.analysis import SEED_KEYS, Stat
@@ -345,17 +345,22 @@ def to_csv(p: Pivot) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*p.rows, *p.cols, "metric", "mean", "std", "ci95", "n", "best", "pending", "runs"])
+    for row, col, cell in _filled(p):
+        s = cell.stat
+        numbers = ["", "", "", 0] if s is None else [_csv_value(x) for x in (s.mean, s.std, s.ci95, s.n)]
+        writer.writerow([*(_csv_value(_thaw(v)) for v in row), *(_csv_value(_thaw(v)) for v in col),
+                         inert(p.metric), *numbers, int(_is_best(p, row, col)), cell.pending,
+                         " ".join(r.id for r in cell.runs)])
+    return buffer.getvalue()
+
+
+def _filled(p: Pivot) -> Iterator[tuple[tuple, tuple, Cell]]:
+    """(row value, col value, cell) for every cell that holds runs, in the table's order."""
     for row in p.row_values:
         for col in p.col_values:
             cell = p.cell(row, col)
-            if cell is None:
-                continue
-            s = cell.stat
-            numbers = ["", "", "", 0] if s is None else [_csv_value(x) for x in (s.mean, s.std, s.ci95, s.n)]
-            writer.writerow([*(_csv_value(_thaw(v)) for v in row), *(_csv_value(_thaw(v)) for v in col),
-                             inert(p.metric), *numbers, int(_is_best(p, row, col)), cell.pending,
-                             " ".join(r.id for r in cell.runs)])
-    return buffer.getvalue()
+            if cell is not None:
+                yield row, col, cell
 
 
 def _thaw(value: Any) -> Any:
@@ -371,20 +376,16 @@ def _finite(value: float) -> float | None:
 def to_json(p: Pivot) -> dict[str, Any]:
     """The numbers: per cell its row and column values, mean, std, ci95, n, run ids, pending, best."""
     cells = []
-    for row in p.row_values:
-        for col in p.col_values:
-            cell = p.cell(row, col)
-            if cell is None:
-                continue
-            s = cell.stat
-            cells.append({
-                "row": {k: _thaw(v) for k, v in zip(p.rows, row)},
-                "col": {k: _thaw(v) for k, v in zip(p.cols, col)},
-                "mean": _finite(s.mean) if s else None, "std": s.std if s else None,
-                "ci95": s.ci95 if s else None, "n": s.n if s else 0,
-                "runs": [r.id for r in cell.runs], "pending": cell.pending, "best": _is_best(p, row, col),
-                "text": cell_text(p, cell),
-            })
+    for row, col, cell in _filled(p):
+        s = cell.stat
+        cells.append({
+            "row": {k: _thaw(v) for k, v in zip(p.rows, row)},
+            "col": {k: _thaw(v) for k, v in zip(p.cols, col)},
+            "mean": _finite(s.mean) if s else None, "std": s.std if s else None,
+            "ci95": s.ci95 if s else None, "n": s.n if s else 0,
+            "runs": [r.id for r in cell.runs], "pending": cell.pending, "best": _is_best(p, row, col),
+            "text": cell_text(p, cell),
+        })
     return {
         "metric": p.metric, "goal": p.goal, "rows": list(p.rows), "cols": list(p.cols),
         "row_values": [[_thaw(v) for v in r] for r in p.row_values],

@@ -65,6 +65,20 @@ def write_project(folder: Path, text: str = TINY_TOML) -> Path:
     return folder
 
 
+def digit_folders(root: Path, classes: int = 5, per_class: int = 8) -> None:
+    """An image folder data set (``root/digit<N>/<i>.png``) of scikit-learn's digits, for the imagefolder data set."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for label in range(classes):
+        folder = root / f"digit{label}"
+        folder.mkdir(parents=True)
+        for n, i in enumerate(np.flatnonzero(digits.target == label)[:per_class]):
+            Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).save(folder / f"{n}.png")
+
+
 @pytest.fixture
 def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh project (experiments.toml only) as the current directory."""

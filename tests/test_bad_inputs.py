@@ -34,7 +34,7 @@ REFUSED = [
     (["show", "tiny-"], 2, "'tiny-' is ambiguous: it starts 2 run ids (tiny-1, tiny-2)"),
     (["show", "tiny"], 2, "'tiny' names 2 runs (tiny-1, tiny-2); give one run id"),
     (["compare", "tiny-1"], 2, "compare needs at least two runs"),
-    (["export", "--format", "xls"], 2, "--format 'xls': expected csv, md or json"),
+    (["export", "--format", "xls"], 2, "--format 'xls': expected csv, md, latex or json"),
     (["resume", "tiny-1"], 2, "tiny-1 is completed; only stopped, crashed, failed or pruned runs can be resumed"),
     (["run", "tinny"], 2, "no experiment 'tinny' (did you mean 'tiny'?)"),
     (["recipes", "finetun"], 2, "unknown recipe 'finetun' (did you mean 'finetune'?)"),

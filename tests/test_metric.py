@@ -13,7 +13,7 @@ import orjson
 import pytest
 import torch
 
-from conftest import ended, expt, ingested_run, training_metrics, write_project
+from conftest import digit_folders, ended, expt, ingested_run, training_metrics, write_project
 
 # -- retrieval scores against independent computations -------------------------------------------------------
 
@@ -402,22 +402,11 @@ TABLES = ["all_classes_metrics", "all_classes_classification_report", "limited_c
           "comparison_seen_classes_metrics"]
 
 
-def _digit_folders(root: Path, classes: int = 5, per_class: int = 8) -> None:
-    from sklearn.datasets import load_digits
-    from PIL import Image
-
-    digits = load_digits()
-    for label in range(classes):
-        folder = root / f"digit{label}"
-        folder.mkdir(parents=True)
-        for n, i in enumerate(np.flatnonzero(digits.target == label)[:per_class]):
-            Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).save(folder / f"{n}.png")
-
 
 @pytest.mark.slow
 def test_two_phase_runs_record_every_scalar_table_and_neighbour(tmp_path: Path):
     folder = write_project(tmp_path / "proj", RUN_TOML)
-    _digit_folders(folder / "digits")
+    digit_folders(folder / "digits")
     result = expt("run", "dml", cwd=folder)
     assert result.returncode == 0, result.stdout + result.stderr
     runs = {r["params"]["loss"]: r for r in orjson.loads(expt("ls", "--json", cwd=folder).stdout)}
@@ -505,7 +494,7 @@ def test_a_run_stopped_in_its_second_phase_resumes_there_and_matches_a_straight_
 
     folder = write_project(tmp_path / "proj", f"[launcher]\njobs = 2\n\n[experiments.straight]\n{RESUME_BODY}\n"
                                               f"[experiments.interrupted]\n{RESUME_BODY}")
-    _digit_folders(folder / "digits", classes=4, per_class=8)
+    digit_folders(folder / "digits", classes=4, per_class=8)
     assert expt("run", "straight", cwd=folder).returncode == 0
     assert expt("run", "interrupted", "--detach", cwd=folder).returncode == 0
 

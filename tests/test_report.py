@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import CONTROL, MARKUP, expt, toml_string, write_project
+from conftest import CONTROL, MARKUP, digit_folders, expt, toml_string, write_project
 from expt.analysis import Stat
 from expt.formatting import mean_ci, number
 
@@ -172,22 +172,10 @@ unseen_classes = 2
 """
 
 
-def _digit_folders(root: Path, classes: int = 5, per_class: int = 8) -> None:
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    for label in range(classes):
-        folder = root / f"digit{label}"
-        folder.mkdir(parents=True)
-        for n, i in enumerate(np.flatnonzero(digits.target == label)[:per_class]):
-            Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).save(folder / f"{n}.png")
-
 
 def test_the_recipes_tables_appear_with_the_runs_numbers(tmp_path: Path):
     folder = write_project(tmp_path / "proj", f"[experiments.scale]\n{SCALING}\n[experiments.dml]\n{METRIC}")
-    _digit_folders(folder / "digits")
+    digit_folders(folder / "digits")
     for name in ("scale", "dml"):
         result = expt("run", name, cwd=folder)
         assert result.returncode == 0, result.stdout + result.stderr

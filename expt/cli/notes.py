@@ -1,6 +1,6 @@
 """The user's bookkeeping on runs: tag, untag, note (event lines in the run folders: reindex keeps them)."""
 
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 from rich.text import Text
@@ -16,33 +16,26 @@ TagArguments = Annotated[list[str], typer.Argument(metavar="RUN... TAG", help="R
                          "experiment names, then the tag (1 to 64 characters, no spaces).")]
 
 
-def _split(args: list[str], command: str) -> tuple[list[str], str]:
-    if len(args) < 2:
-        raise UsageError(f"expt {command} needs a run and a tag: expt {command} RUN... TAG")
-    return args[:-1], bookkeeping.check_tag(args[-1])
-
-
 @app.command()
 def tag(args: TagArguments) -> None:
     """Tag runs (`expt tag fewshot-3 fewshot-4 baseline`); `expt ls --tag baseline` lists them."""
-    refs, name = _split(args, "tag")
-    with open_store(project().db_path) as store:
-        refresh(store)
-        done = bookkeeping.add_tags(store, store.resolve(refs), [name])
-    _report(done, name, "tagged", "already tagged")
+    _change_tags(args, "tag", bookkeeping.add_tags, "tagged", "already tagged")
 
 
 @app.command()
 def untag(args: TagArguments) -> None:
     """Remove a tag from runs."""
-    refs, name = _split(args, "untag")
+    _change_tags(args, "untag", bookkeeping.remove_tags, "untagged", "not tagged")
+
+
+def _change_tags(args: list[str], command: str, change: Callable, did: str, same: str) -> None:
+    """RUN... TAG -> ``change(store, runs, [tag])``, then one line for the runs it changed and one for the rest."""
+    if len(args) < 2:
+        raise UsageError(f"expt {command} needs a run and a tag: expt {command} RUN... TAG")
+    refs, name = args[:-1], bookkeeping.check_tag(args[-1])
     with open_store(project().db_path) as store:
         refresh(store)
-        done = bookkeeping.remove_tags(store, store.resolve(refs), [name])
-    _report(done, name, "untagged", "not tagged")
-
-
-def _report(done: list, name: str, did: str, same: str) -> None:
+        done = change(store, store.resolve(refs), [name])
     changed = [run.id for run, tags in done if tags]
     unchanged = [run.id for run, tags in done if not tags]
     if changed:

@@ -35,4 +35,4 @@ def report(
     with open_store(where.db_path) as store:
         refresh(store)
         path = reporting.write(store, experiments, folder, _version())
-    console.print(str(path))
+    console.print(str(path), soft_wrap=True)  # one line, whatever the width: a path to copy

@@ -23,6 +23,20 @@ class ExptScreen(Screen):
     """
 
     HELP = ""  # a sentence for the ? screen
+    _reload_due = False
+
+    def reload(self) -> None:
+        """Read the screen's data again (in a thread worker)."""
+
+    def reload_soon(self, delay: float) -> None:
+        """``reload`` once, ``delay`` seconds from now, however many changes ask for it meanwhile."""
+        if not self._reload_due:
+            self._reload_due = True
+            self.set_timer(delay, self._reload_now)
+
+    def _reload_now(self) -> None:
+        self._reload_due = False
+        self.reload()
 
     @property
     def expt(self) -> ExptApp:

@@ -58,7 +58,6 @@ class CompareScreen(ExptScreen):
         self.grouped = True
         self.loaded: CompareLoaded | None = None
         self.metric: str | None = None
-        self._reload_due = False
 
     def compose(self) -> ComposeResult:
         yield NavBar("Runs", crumb=f"compare {len(self.run_ids)} runs")
@@ -83,13 +82,8 @@ class CompareScreen(ExptScreen):
 
     def apply_changes(self, message: RunsChanged) -> None:
         """Runs being compared while they train: redraw once a second at most."""
-        if self.loaded is not None and not self._reload_due and {r.rid for r in self.loaded.runs} & set(message.rows):
-            self._reload_due = True
-            self.set_timer(RELOAD_EVERY, self._reload_later)
-
-    def _reload_later(self) -> None:
-        self._reload_due = False
-        self.reload()
+        if self.loaded is not None and {r.rid for r in self.loaded.runs} & set(message.rows):
+            self.reload_soon(RELOAD_EVERY)
 
     def on_compare_loaded(self, message: CompareLoaded) -> None:
         self.loaded = message

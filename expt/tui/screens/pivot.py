@@ -80,7 +80,6 @@ class PivotScreen(ExptScreen):
         self.swapped = False
         self.loaded: PivotLoaded | None = None
         self._shape: tuple | None = None  # what the table's rows and columns are (rebuilt when it changes)
-        self._reload_due = False
         self._shown: dict[tuple[int, int], tuple[str, bool]] = {}  # each cell's text and best mark, as shown
 
     def compose(self) -> ComposeResult:
@@ -100,16 +99,9 @@ class PivotScreen(ExptScreen):
 
     def apply_changes(self, message: RunsChanged) -> None:
         """Runs of the experiment changed (a new one, a status, a summary): read the table again, soon."""
-        if self._reload_due:
-            return
         known = self.loaded.rids if self.loaded else frozenset()
         if any(rid in known or row.run.experiment == self.experiment for rid, row in message.rows.items()):
-            self._reload_due = True
-            self.set_timer(RELOAD_EVERY, self._reload_later)
-
-    def _reload_later(self) -> None:
-        self._reload_due = False
-        self.reload()
+            self.reload_soon(RELOAD_EVERY)
 
     def on_pivot_loaded(self, message: PivotLoaded) -> None:
         self.loaded = message
