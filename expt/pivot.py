@@ -280,7 +280,9 @@ def grid(pivot: Pivot, pm: str = "±") -> list[tuple[list[str], list[tuple[str, 
 
 
 def md_escape(text: str) -> str:
-    """Text for a Markdown table cell: backslashes, pipes and asterisks escaped, on one line."""
+    """Text for a Markdown table cell, shown as written: backslashes, pipes and asterisks escaped, HTML's
+    ``& < >`` as entities, on one line."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("*", "\\*")
 
 

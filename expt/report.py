@@ -25,6 +25,7 @@ from expt.core import runfiles
 from expt.core.tracking import read_table
 from expt.errors import UsageError
 from expt.formatting import inert, number
+from expt.query import Query
 from expt.store import Run, Store
 
 README = "README.md"
@@ -74,8 +75,8 @@ def default_out(root: Path, experiments: Sequence[str]) -> Path:
 
 # -- the runs ------------------------------------------------------------------------------------------------
 
-def select_runs(store: Store, experiments: Sequence[str]) -> list[Run]:
-    """Every run of the experiments, in the order given (each experiment's runs by id)."""
+def select_runs(store: Store, experiments: Sequence[str], query: Query | None = None) -> list[Run]:
+    """Every run of the experiments for which ``query`` holds, in the order given (each experiment's runs by id)."""
     if not experiments:
         raise UsageError("give at least one experiment to report on")
     known = list(dict.fromkeys(r.experiment for r in store.runs()))
@@ -86,6 +87,10 @@ def select_runs(store: Store, experiments: Sequence[str]) -> list[Run]:
             shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
             raise UsageError(f"no runs of experiment {name!r}" + (f" (experiments with runs: {shown})" if known
                                                                    else " (no runs yet: `expt run NAME` starts one)"))
+        if query is not None:
+            found = [r for r in found if query.matches(r)]
+            if not found:
+                raise UsageError(f"no runs of experiment {name!r} match --where/--tag")
         runs += sorted(found, key=lambda r: r.seq)
     return runs
 
@@ -164,11 +169,16 @@ def best_run(runs: Sequence[Run]) -> Run:
 
 # -- figures -------------------------------------------------------------------------------------------------
 
+def _natural(text: str) -> list:
+    """A sort key that puts shots=3 before shots=10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
 def curves_figure(series: list[tuple[str, list[list[list[float]]]]], metric: str, out: Path) -> bool:
     """One PNG: per group (label, one [[step, value], ...] per run) its mean over the runs at each step and,
     with several runs, a band from their minimum to maximum. False when there is nothing to draw."""
     series = [(label, [points for points in runs if points]) for label, runs in series]
-    series = sorted([s for s in series if s[1]], key=lambda s: s[0])
+    series = sorted([s for s in series if s[1]], key=lambda s: _natural(s[0]))
     if not series:
         return False
     import matplotlib
@@ -177,6 +187,7 @@ def curves_figure(series: list[tuple[str, list[list[list[float]]]]], metric: str
     import matplotlib.pyplot as plt
 
     colours = plt.get_cmap("tab10" if len(series) <= 10 else "tab20").colors
+    below = len(series) > 6  # a long legend goes under the axes, never over the lines
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
     try:
         for i, (label, runs) in enumerate(series):
@@ -197,12 +208,19 @@ def curves_figure(series: list[tuple[str, list[list[list[float]]]]], metric: str
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, ncol=2 if len(series) > 8 else 1, loc="best")
+        if below:
+            longest = max(len(label) for label, _ in series)
+            legend = ax.legend(fontsize=7, ncol=3 if longest <= 28 else 2 if longest <= 48 else 1,
+                               loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+            legend.set_in_layout(False)  # the axes keep their size; the saved image grows to hold it
+        else:
+            ax.legend(fontsize=7, loc="best")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a long legend: the figure keeps its size
             fig.tight_layout()
         out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, format="png", dpi=DPI, metadata={"Software": None})
+        extra = {"bbox_inches": "tight", "bbox_extra_artists": [ax.get_legend()]} if below else {}
+        fig.savefig(out, format="png", dpi=DPI, metadata={"Software": None}, **extra)
     finally:
         plt.close(fig)
     return True
@@ -390,9 +408,10 @@ def _samples(runs: list[Run], out: Path) -> list[str]:
     return (["## Few-shot samples", ""] + lines) if lines else []
 
 
-def build(store: Store, experiments: Sequence[str], out: Path, version: str, when: float | None = None) -> str:
-    """The report's Markdown (its figures written into ``out``)."""
-    runs = select_runs(store, experiments)
+def build(store: Store, experiments: Sequence[str], out: Path, version: str, when: float | None = None,
+          query: Query | None = None) -> str:
+    """The report's Markdown (its figures written into ``out``) over the experiments' runs that ``query`` keeps."""
+    runs = select_runs(store, experiments, query)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(time.time() if when is None else when))
@@ -414,9 +433,9 @@ def build(store: Store, experiments: Sequence[str], out: Path, version: str, whe
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def write(store: Store, experiments: Sequence[str], out: Path, version: str) -> Path:
+def write(store: Store, experiments: Sequence[str], out: Path, version: str, query: Query | None = None) -> Path:
     """Write ``out/README.md`` and its figures; the README's path."""
-    text = build(store, experiments, out, version)
+    text = build(store, experiments, out, version, query=query)
     path = Path(out) / README
     path.write_text(text, encoding="utf-8")
     return path

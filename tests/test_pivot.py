@@ -149,6 +149,27 @@ def test_default_axes_several_metrics_several_row_keys_and_a_bad_key(fewshot_pro
     assert cli("table", "fewshot", "-F", "xls").exit_code == 2
 
 
+def test_where_and_tag_choose_the_runs_in_the_table(fewshot_project: Path, expected: dict, cli, monkeypatch,
+                                                    tmp_path: Path):
+    folder = tmp_path / "proj"
+    shutil.copytree(fewshot_project, folder, ignore=shutil.ignore_patterns("runs.db*"))
+    monkeypatch.chdir(folder)
+    assert cli("reindex").exit_code == 0
+    (one_shot,) = cli.json("table", "fewshot", "--rows", "mode", "--cols", "shots", "--where", "shots = 1")["tables"]
+    assert one_shot["col_values"] == [[1]]
+    assert {c["row"]["mode"]: sorted(c["runs"]) for c in one_shot["cells"]} == {
+        mode: expected[(mode, 1)]["runs"] for mode in ("e2e", "fc")}
+
+    fc_runs = expected[("fc", 1)]["runs"] + expected[("fc", 2)]["runs"]
+    assert cli("tag", *fc_runs, "keep").exit_code == 0
+    (kept,) = cli.json("table", "fewshot", "--rows", "mode", "--cols", "shots", "--tag", "keep")["tables"]
+    assert kept["row_values"] == [["fc"]]
+    assert [c["mean"] for c in kept["cells"]] == pytest.approx([expected[("fc", s)]["mean"] for s in (1, 2)])
+
+    none = expt("table", "fewshot", "--where", "shots > 99", cwd=folder)
+    assert none.returncode == 2 and none.stderr.strip() == "error: fewshot: no runs match --where/--tag"
+
+
 UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -160,7 +181,7 @@ def test_user_text_in_params_is_inert_in_every_format(tmp_path: Path):
 recipe = "command"
 command = ["{sys.executable}", "-c", {json.dumps(code.replace("{", "{{").replace("}", "}}"))}]
 [experiments.h.sweep]
-label = [{toml_string(MARKUP)}, {toml_string(CONTROL.replace(chr(0), ""))}]
+label = [{toml_string(MARKUP)}, {toml_string(CONTROL.replace(chr(0), ""))}, "<i>html</i> & co"]
 ''')
     ran = expt("run", "h", cwd=folder)
     assert ran.returncode == 0, ran.stdout + ran.stderr
@@ -170,6 +191,8 @@ label = [{toml_string(MARKUP)}, {toml_string(CONTROL.replace(chr(0), ""))}]
         assert not UNSAFE.search(out.stdout.replace("\n", "")), (fmt, out.stdout)
     rich = expt("table", "h", cwd=folder, columns=300).stdout
     assert MARKUP in rich and "\\x1b[31mred" in rich and "0.5" in rich
+    markdown = expt("table", "h", "-F", "md", cwd=folder).stdout
+    assert "&lt;i&gt;html&lt;/i&gt; &amp; co" in markdown and "<i>" not in markdown
     latex = expt("table", "h", "-F", "latex", cwd=folder).stdout
     assert r"\textbackslash{}x1b[31mred" in latex and r"[link=file:///etc/passwd]x[/link]" in latex
 

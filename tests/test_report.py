@@ -140,6 +140,26 @@ def test_an_unknown_experiment_is_one_line_and_exit_2(fewshot_report):
         "error: no runs of experiment 'nope' (experiments with runs: fewshot)"]
 
 
+def test_where_and_tag_narrow_the_report(fewshot_project: Path, tmp_path: Path):
+    folder = _copy(fewshot_project, tmp_path / "proj")
+    runs = orjson.loads(expt("ls", "fewshot", "--json", cwd=folder).stdout)
+    two_shot = sorted(r["id"] for r in runs if r["params"]["shots"] == 2)
+    result = expt("report", "fewshot", "--where", "shots = 2", "--out", "two", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    text = (folder / "two" / "README.md").read_text()
+    assert f"- runs: {len(two_shot)} completed" in text
+
+    assert expt("tag", two_shot[0], "paper", cwd=folder).returncode == 0
+    tagged = expt("report", "fewshot", "--tag", "paper", "--out", "tagged", cwd=folder)
+    assert tagged.returncode == 0, tagged.stderr
+    assert "- runs: 1 completed" in (folder / "tagged" / "README.md").read_text()
+
+    none = expt("report", "fewshot", "--tag", "nothing", cwd=folder)
+    assert none.returncode == 2 and none.stdout == ""
+    assert none.stderr.strip() == "error: no runs of experiment 'fewshot' match --where/--tag"
+    assert not (folder / "reports").exists()
+
+
 SCALING = """\
 recipe = "scaling"
 stages = [

@@ -5,7 +5,7 @@ import io
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import orjson
 import typer
@@ -20,6 +20,9 @@ from expt.core import runfiles, scheduler
 from expt.core.runfiles import FINAL_STATUSES
 from expt.errors import UsageError
 from expt.store import Run, Store, open_store
+
+if TYPE_CHECKING:
+    from expt.query import Query
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (a stable contract for scripts).")]
 SysOption = Annotated[bool, typer.Option("--sys", help="Include the system metrics (sys/ series, peak memory, "
@@ -41,16 +44,22 @@ def _print_json(data: object) -> None:
     typer.echo(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY).decode())
 
 
-def select_runs(store: Store, refs: Optional[list[str]] = None, where: Optional[str] = None,
-                tags: Optional[list[str]] = None, limit: Optional[int] = None) -> list[Run]:
-    """The runs named by ``refs`` (ids, prefixes, experiments; default: all, the newest ``limit``) for which
-    ``--where`` and every ``--tag`` hold. A bad expression or tag is a QueryError / UsageError."""
+def run_query(where: Optional[str] = None, tags: Optional[list[str]] = None) -> "Query":
+    """``--where`` and every ``--tag`` as one Query. A bad expression or tag is a QueryError / UsageError."""
     from expt.bookkeeping import check_tag
     from expt.query import Query
 
     query = Query.parse(where) if where else Query()
     if tags:
         query = query & Query.tags([check_tag(t) for t in tags])
+    return query
+
+
+def select_runs(store: Store, refs: Optional[list[str]] = None, where: Optional[str] = None,
+                tags: Optional[list[str]] = None, limit: Optional[int] = None) -> list[Run]:
+    """The runs named by ``refs`` (ids, prefixes, experiments; default: all, the newest ``limit``) for which
+    ``--where`` and every ``--tag`` hold."""
+    query = run_query(where, tags)
     if refs:
         return [r for r in store.resolve(refs) if query.matches(r)]
     condition, args = query.sql()

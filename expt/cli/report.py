@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from expt.cli import app, console, project
-from expt.cli.browse import refresh
+from expt.cli.browse import TagOption, WhereOption, refresh, run_query
 from expt.store import open_store
 
 
@@ -26,13 +26,16 @@ def report(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for README.md and the PNGs "
                    "(default: reports/<EXPERIMENT>[+<EXPERIMENT2>...] beside experiments.toml).",
                    metavar="DIR")] = None,
+    where: WhereOption = None,
+    tag: TagOption = None,
 ) -> None:
     """Write a report: what ran, the pivot tables, curves, the recipes' tables, few-shot samples."""
     from expt import report as reporting
 
-    where = project()
-    folder = out if out is not None else reporting.default_out(where.root, experiments)
-    with open_store(where.db_path) as store:
+    query = run_query(where, tag) if where or tag else None
+    here = project()
+    folder = out if out is not None else reporting.default_out(here.root, experiments)
+    with open_store(here.db_path) as store:
         refresh(store)
-        path = reporting.write(store, experiments, folder, _version())
+        path = reporting.write(store, experiments, folder, _version(), query)
     console.print(str(path), soft_wrap=True)  # one line, whatever the width: a path to copy

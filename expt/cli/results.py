@@ -11,7 +11,7 @@ from rich.text import Text
 
 from expt import pivot
 from expt.cli import app, console, project
-from expt.cli.browse import refresh
+from expt.cli.browse import TagOption, WhereOption, refresh, select_runs
 from expt.cli.render import inert, plain
 from expt.errors import UsageError
 from expt.store import open_store
@@ -35,6 +35,8 @@ def table(
                    "(booktabs), csv (one line per cell) or json.")] = "rich",
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON (same as -F json): per cell mean, std, "
                            "ci95, n, run ids, pending.")] = False,
+    where: WhereOption = None,
+    tag: TagOption = None,
 ) -> None:
     """A pivot table of runs: one cell per (row value, column value), mean ± 95% CI and n over the runs in it
     (seeds); the best cell of each column marked."""
@@ -45,9 +47,10 @@ def table(
         raise UsageError("--rows/--cols: give key names, comma-separated (e.g. --rows mode,shots)")
     with open_store(project().db_path) as store:
         refresh(store)
-        runs = store.resolve(refs)
+        runs = select_runs(store, refs, where, tag)
     if not runs:
-        raise UsageError(f"{', '.join(refs)}: no runs yet (`expt run NAME` starts them)")
+        filtered = " match --where/--tag" if where or tag else " yet (`expt run NAME` starts them)"
+        raise UsageError(f"{', '.join(refs)}: no runs{filtered}")
     if rows is None and cols is not None:  # only --cols: the other swept keys are the rows
         default_rows, default_cols = pivot.default_axes(runs)
         rows = ",".join(k for k in default_rows + default_cols if k not in pivot._split(cols))
