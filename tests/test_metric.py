@@ -402,7 +402,6 @@ TABLES = ["all_classes_metrics", "all_classes_classification_report", "limited_c
           "comparison_seen_classes_metrics"]
 
 
-
 @pytest.mark.slow
 def test_two_phase_runs_record_every_scalar_table_and_neighbour(tmp_path: Path):
     folder = write_project(tmp_path / "proj", RUN_TOML)

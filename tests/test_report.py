@@ -192,7 +192,6 @@ unseen_classes = 2
 """
 
 
-
 def test_the_recipes_tables_appear_with_the_runs_numbers(tmp_path: Path):
     folder = write_project(tmp_path / "proj", f"[experiments.scale]\n{SCALING}\n[experiments.dml]\n{METRIC}")
     digit_folders(folder / "digits")

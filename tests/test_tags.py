@@ -93,6 +93,8 @@ def test_the_tui_filters_by_tag_and_edits_a_note(tagged: Path, cli):
         async with app.run_test(size=(100, 30), notifications=True) as pilot:
             table = app.runs_screen.table
             await until(pilot, lambda: len(table.ordered_rows) == 2, what="the two runs")
+            await until(pilot, lambda: _tags_column(app) == {"tiny-1": "", "tiny-2": "keeper"},
+                        what="the tags column")
             await pilot.press("slash", *"tag=keeper", "enter")
             await until(pilot, lambda: len(table.ordered_rows) == 1, what="the tagged run")
             await until_shown(pilot, app, "1 of 1 matching")
@@ -111,6 +113,32 @@ def test_the_tui_filters_by_tag_and_edits_a_note(tagged: Path, cli):
             await until(pilot, lambda: type(app.screen).__name__ == "EditTextScreen", what="the note editor")
             await pilot.press(*"[red]checked[/]", "enter")
             await until_shown(pilot, app, "note [red]checked[/]")
+            await pilot.press("t")
+            await until(pilot, lambda: type(app.screen).__name__ == "EditTextScreen", what="the tags editor")
+            await pilot.press("end", *" [b]paper", "enter")
+            await until_shown(pilot, app, "tags keeper [b]paper")
+            await pilot.press("escape")
+            await until(pilot, lambda: _tags_column(app) == {"tiny-2": "keeper [b]paper"},
+                        what="the new tags in the Runs table")
 
     asyncio.run(scenario())
     assert cli.json("show", "tiny-2")["note"] == "[red]checked[/]"
+    assert cli.json("show", "tiny-2")["tags"] == ["keeper", "[b]paper"]
+
+
+def _tags_column(app) -> dict[str, str]:
+    """The Runs table's tags column as the screen shows it: run id -> its cell, when the column is on screen."""
+    lines = screen_text(app).splitlines()
+    header = next((line for line in lines if " id " in line and " status " in line), "")
+    at = header.find(" tags ")
+    if at < 0:
+        return {}
+    end = next((i for i in range(at + 6, len(header)) if header[i] != " "), len(header))
+    cells = {}
+    for line in lines:
+        words = line.split()
+        if len(words) > 1 and words[0].startswith("tiny-"):
+            cells[words[0]] = line[at:end].strip()
+        elif len(words) > 2 and words[1].startswith("tiny-"):  # a selection mark before the id
+            cells[words[1]] = line[at:end].strip()
+    return cells

@@ -17,8 +17,8 @@ from expt.tui.rows import RunRow
 STATUS_ORDER = {s: i for i, s in enumerate(("running", "starting", "queued", "failed", "crashed", "stopped",
                                             "pruned", "completed"))}
 BEFORE = ["sel", "id", "status"]
-AFTER = ["epoch", "eta", "best", "trend", "time", "load", "loss", "device", "experiment"]
-TAIL = ("loss", "device", "experiment")  # after the params that did not fit before the progress columns
+AFTER = ["epoch", "eta", "best", "trend", "time", "load", "tags", "loss", "device", "experiment"]
+TAIL = ("tags", "loss", "device", "experiment")  # after the params that did not fit before the progress columns
 TREND_WIDTH = 8
 WIDTH_SAMPLE = 60  # rows measured to decide which params fit
 LABELS = {"sel": " ", "trend": "trend"}
@@ -39,7 +39,8 @@ def _sortable(value: Any) -> tuple:
 
 class RunsTable(DataTable):
     """Runs with their status, the params that differ between them, progress, best, trend, time, an active run's
-    load (``g0 35%``: its GPU's utilisation or its CPU percent), loss, device and experiment.
+    load (``g0 35%``: its GPU's utilisation or its CPU percent), tags (once a run shown has one), loss, device
+    and experiment.
 
     Rows are keyed by the run's rid and columns by name (params as ``p:<key>``): ``upsert`` changes
     only the cells whose text changed, ``tick`` only the clocks of active runs. ``sort_column`` None
@@ -136,6 +137,8 @@ class RunsTable(DataTable):
             text = duration(row.elapsed(now))
         elif column == "load":
             text = row.load_text  # g0 35%, cpu 45%: an active run's device and how busy it keeps it
+        elif column == "tags":
+            text = " ".join(run.tags)
         elif column == "device":
             text = run.device or ""
         else:
@@ -161,6 +164,7 @@ class RunsTable(DataTable):
             "eta": row.eta(), "loss": row.loss, "time": row.elapsed(),
             "best": None if run.best is None else (-run.best if run.goal == "max" else run.best),
             "trend": row.trend[-1] if row.trend else None, "load": row.load, "device": run.device,
+            "tags": " ".join(run.tags) or None,
             "experiment": run.experiment,
         }
         return _sortable(values.get(column))
