@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -216,18 +217,12 @@ def test_sixteen_workers_logging_while_readers_read_lose_and_duplicate_nothing(t
             assert steps == list(range(n))
 
 
-def _listening_inodes() -> set[str]:
-    inodes = set()
-    for table in ("tcp", "tcp6", "udp", "udp6"):
-        try:
-            lines = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if table.startswith("udp") or fields[3] == "0A":  # 0A: LISTEN
-                inodes.add(fields[9])
-    return inodes
+def _listeners(pid: int) -> list:
+    """The process's TCP sockets that listen and its UDP sockets (bound, so reachable), as psutil reads /proc."""
+    import psutil
+
+    return [c for c in psutil.Process(pid).net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN or c.type == socket.SOCK_DGRAM]
 
 
 def test_expt_opens_no_network_listener(tmp_path: Path):
@@ -237,10 +232,7 @@ def test_expt_opens_no_network_listener(tmp_path: Path):
     with Store(project / "runs.db") as store:
         worker = store.get("long-1").pid
     scheduler_pid = int((project / "runs" / ".scheduler.lock").read_text().split()[0])
-    listening = _listening_inodes()
     for pid in (worker, scheduler_pid):
-        sockets = {os.readlink(fd)[8:-1] for fd in Path(f"/proc/{pid}/fd").iterdir()
-                   if os.readlink(fd).startswith("socket:[")}
-        assert not sockets & listening, pid
+        assert _listeners(pid) == [], pid
     expt("stop", "long-1", cwd=project)
     wait_for(lambda: _status(project, "long-1") == "stopped", timeout=120, what="long-1 to stop")
