@@ -21,6 +21,11 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+# Two test workers on two cores: the tests that train in-process take one torch thread each. With a thread per
+# core each, OpenMP's spinning threads fight over the cores: a 2 s test took a minute on the loaded machine.
+# Run workers are unaffected: each gets its slot's OMP_NUM_THREADS.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 TINY_TOML = """\
 [experiments.tiny]
 recipe = "finetune"

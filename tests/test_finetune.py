@@ -64,6 +64,40 @@ def test_conditional_batchnorm_deltas_move_the_output_and_only_they_train():
             assert torch.equal(after[key], value), key
 
 
+@pytest.mark.parametrize("opt", ["sgd", "adamw"])
+def test_without_weight_decay_cbn_trains_as_bn_does_and_with_it_they_part(opt):
+    """A zero-initialised delta added to a frozen weight gets the weight's gradient, so with no weight decay
+    gamma + delta follows the path gamma takes in bn mode (the shipped study's cbn and bn rows agree); weight
+    decay pulls the delta towards the pretrained gamma and gamma towards 0, and the two modes part."""
+    import timm
+
+    from expt.core import models, training
+    from expt.core.recipes.finetune import _trainable_parameters
+
+    x, y = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(8) % 3
+
+    def effective_weights(mode: str, weight_decay: float) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = timm.create_model("test_efficientnet", pretrained=False, num_classes=3)
+        models.set_trainable(model, _trainable_parameters(model, mode))
+        optimizer = training.create_optimizer([q for q in model.parameters() if q.requires_grad],
+                                              {"opt": opt, "lr": 0.05, "weight_decay": weight_decay,
+                                               "momentum": 0.9})
+        model.train()
+        models.set_norm_mode(model, batch_statistics=False)  # bn_train = false, the default
+        for _ in range(10):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        return torch.cat([torch.cat([m.weight.detach().flatten(), m.bias.detach().flatten()])
+                          for m in models.norm_layers(model)])
+
+    bn, cbn = effective_weights("bn", 0.0), effective_weights("cbn", 0.0)
+    assert not torch.allclose(bn, effective_weights("fc", 0.0))  # they trained
+    assert torch.allclose(bn, cbn, atol=1e-4)
+    assert (effective_weights("bn", 0.5) - effective_weights("cbn", 0.5)).abs().max() > 1e-3
+
+
 # -- what each mode trains, counted independently ------------------------------------------------------------
 
 # resnet18's batch-norm channels: stem 64; layer1 2x2x64; layer2 2x2x128 + 128 (downsample); layer3 4x256 + 256;
