@@ -26,7 +26,8 @@ PARAMS = params(
           "others: timm's hub download, needs a network)"),
     Param("checkpoint", str, "", "a local weights file to start from (overrides pretrained)"),
     Param("mode", str, "e2e", "what trains: e2e (all), fc (classifier), bn (BN affine + classifier), "
-          "cbn (conditional BN deltas + classifier), knn (nothing: nearest centroid on frozen features)",
+          "cbn (conditional BN deltas + classifier; with weight_decay = 0 it trains as bn does), knn (nothing: "
+          "nearest centroid on frozen features)",
           choices=MODES),
     Param("shots", int, 0, "training images per class, sampled with the seed (0: all)", min=0),
     Param("bn_train", bool, False, "in fc, bn and cbn modes, BN layers normalise with the batch's statistics "
