@@ -132,6 +132,17 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60, interval: flo
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
+def dead(pid: int) -> bool:
+    """The process has exited: gone, or a zombie its parent has not reaped yet (psutil reads /proc without the race
+    of a process that exits between two reads)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def training_metrics(store, run) -> dict:
     """A run's metrics without its system samples (sys/: CPU, memory, which no two runs share)."""
     from expt.core.runfiles import is_sys_key

@@ -18,7 +18,7 @@ import pytest
 from expt.core import runfiles
 from expt.store import Store
 
-from conftest import TINY_TOML, expt, ingested_run, wait_for, write_project
+from conftest import TINY_TOML, dead, expt, ingested_run, wait_for, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +45,7 @@ def test_kill_9_is_marked_crashed_with_every_line_kept_then_resumes(tmp_path: Pa
     with open(metrics, "ab") as handle:
         handle.write(b'{"step": 999, "top1": 12.')
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2],
-             timeout=10, what="the worker to die")
+    wait_for(lambda: dead(pid), timeout=10, what="the worker to die")
     killed_at = time.monotonic()
     listing = orjson.loads(expt("ls", "--json", cwd=project).stdout)
     assert listing[0]["status"] == "crashed" and time.monotonic() - killed_at < 15

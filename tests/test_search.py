@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import expt, wait_for, write_project
+from conftest import dead, expt, wait_for, write_project
 
 SCRIPT = r'''
 import argparse, csv, os, time
@@ -283,29 +283,34 @@ def test_every_pruner_prunes_the_hopeless_trials_and_they_resume(tmp_path: Path)
 @pytest.mark.slow
 def test_a_killed_scheduler_loses_no_trial_and_runs_none_twice(tmp_path: Path):
     project = command_project(tmp_path, command_experiment("k", 'sampler = "tpe"\ntrials = 5\nstartup_trials = 2',
-                                                           epochs=3, pace=0.3))
+                                                           epochs=3, pace=1.0))
+    from expt.core import study as study_module
+
     result = expt("run", "k", "--detach", cwd=project)
     assert result.returncode == 0, result.stdout + result.stderr
-    wait_for(lambda: study(project, "k")["counts"]["completed"] >= 2, timeout=120, what="two trials done")
+    state = wait_for(lambda: study_module.load_state(project / "runs", "k"), what="the study created")
+
+    def completed() -> int:  # read in this process: a poll through `expt study` lets more trials finish meanwhile
+        return sum(t.state.name == "COMPLETE" for t in study_module.open_study(project / "runs", state).get_trials())
+
+    wait_for(lambda: completed() >= 2, timeout=120, what="two trials done")
     lock = project / "runs" / ".scheduler.lock"
     pid = int(lock.read_text().split()[0])
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2],
-             what="the scheduler gone")
+    wait_for(lambda: dead(pid), what="the scheduler gone")
     # a scheduler killed between asking a trial and queueing its run leaves a trial without a run
-    from expt.core import study as study_module
-
-    state = study_module.load_state(project / "runs", "k")
     optuna_study = study_module.open_study(project / "runs", state, 99)
+    asked = len(optuna_study.get_trials())  # 3 (one trial runs): on a very loaded machine it may be all 5
+    trials = max(5, asked + 1)  # the orphan is a trial like the others: it counts towards the 5, or comes after them
     orphan = optuna_study.ask()
     orphan.suggest_float("q", 0.0, 1.0)
     again = expt("run", "k", cwd=project)
     assert again.returncode == 0, again.stdout + again.stderr
     report = study(project, "k")
-    assert report["counts"]["completed"] == 5 and report["done"] == 5, report
+    assert report["counts"]["completed"] == trials and report["done"] == trials, report
     runs = runs_of(project, "k")
-    assert len(runs) == 5 and {r["status"] for r in runs} == {"completed"}
-    assert sorted(trial_of(r) for r in runs) == [0, 1, 2, 3, 4]
+    assert len(runs) == trials and {r["status"] for r in runs} == {"completed"}
+    assert sorted(trial_of(r) for r in runs) == list(range(trials))
     orphan_run = next(r for r in runs if trial_of(r) == orphan.number)
     assert orphan_run["params"]["q"] == orphan.params["q"]
     # runs.db is still a cache of runs/

@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import TINY_TOML, expt, wait_for, write_project
+from conftest import TINY_TOML, dead, expt, wait_for, write_project
 
 
 def _cluster_up() -> bool:
@@ -305,9 +305,7 @@ def test_detached_runs_survive_the_submitting_process_and_another_process_follow
                                   else None)(ps(folder)), timeout=120, interval=0.3, what="both jobs submitted")
     scheduler_pid = int((folder / "runs" / ".scheduler.lock").read_text().split()[0])
     os.kill(scheduler_pid, signal.SIGKILL)  # the login node's process that submitted them
-    wait_for(lambda: not Path(f"/proc/{scheduler_pid}").exists() or
-             Path(f"/proc/{scheduler_pid}/stat").read_text().split(") ")[1][0] == "Z", timeout=30,
-             what="the scheduler to die")
+    wait_for(lambda: dead(scheduler_pid), timeout=30, what="the scheduler to die")
     result = expt("ps", "--json", cwd=folder)
     assert orjson.loads(result.stdout)["scheduler"] is False
     assert {r["job_id"] for r in orjson.loads(result.stdout)["runs"]} <= {r["job_id"] for r in submitted.values()}
