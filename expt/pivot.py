@@ -140,7 +140,8 @@ def _ordered(values: list[Any]) -> list[Any]:
     return present + [v for v in distinct if v is _MISSING]
 
 
-def _split(text: str | Sequence[str] | None) -> tuple[str, ...]:
+def split_keys(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"model, mode"`` or ``["model", "mode"]`` -> ``("model", "mode")``: the keys of ``--rows``/``--cols``."""
     if text is None:
         return ()
     parts = [text] if isinstance(text, str) else list(text)
@@ -154,7 +155,7 @@ def build(runs: Sequence[Run], rows: str | Sequence[str] = (), cols: str | Seque
     runs = list(runs)
     if not runs:
         raise UsageError("no runs to tabulate")
-    rows, cols = _split(rows), _split(cols)
+    rows, cols = split_keys(rows), split_keys(cols)
     if not rows and not cols:
         default_rows, default_cols = default_axes(runs)
         rows, cols = tuple(default_rows), tuple(default_cols)

@@ -43,7 +43,7 @@ def table(
     fmt = "json" if json_output else fmt
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    if (rows is not None and not pivot._split(rows)) or (cols is not None and not pivot._split(cols)):
+    if (rows is not None and not pivot.split_keys(rows)) or (cols is not None and not pivot.split_keys(cols)):
         raise UsageError("--rows/--cols: give key names, comma-separated (e.g. --rows mode,shots)")
     with open_store(project().db_path) as store:
         refresh(store)
@@ -53,7 +53,7 @@ def table(
         raise UsageError(f"{', '.join(refs)}: no runs{filtered}")
     if rows is None and cols is not None:  # only --cols: the other swept keys are the rows
         default_rows, default_cols = pivot.default_axes(runs)
-        rows = ",".join(k for k in default_rows + default_cols if k not in pivot._split(cols))
+        rows = ",".join(k for k in default_rows + default_cols if k not in pivot.split_keys(cols))
     tables = pivot.build_all(runs, rows or (), cols or (), metric or ())
     if fmt == "json":
         data = orjson.dumps({"runs": len(runs), "tables": [pivot.to_json(p) for p in tables]}).decode()
