@@ -87,7 +87,7 @@ def select_runs(store: Store, experiments: Sequence[str], query: Query | None = 
             shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
             raise UsageError(f"no runs of experiment {name!r}" + (f" (experiments with runs: {shown})" if known
                                                                    else " (no runs yet: `expt run NAME` starts one)"))
-        if query is not None:
+        if query:
             found = [r for r in found if query.matches(r)]
             if not found:
                 raise UsageError(f"no runs of experiment {name!r} match --where/--tag")

@@ -136,9 +136,7 @@ def _tags_column(app) -> dict[str, str]:
     end = next((i for i in range(at + 6, len(header)) if header[i] != " "), len(header))
     cells = {}
     for line in lines:
-        words = line.split()
-        if len(words) > 1 and words[0].startswith("tiny-"):
-            cells[words[0]] = line[at:end].strip()
-        elif len(words) > 2 and words[1].startswith("tiny-"):  # a selection mark before the id
-            cells[words[1]] = line[at:end].strip()
+        ids = [w for w in line.split()[:2] if w.startswith("tiny-")]  # the id, after a selection mark or not
+        if ids:
+            cells[ids[0]] = line[at:end].strip()
     return cells

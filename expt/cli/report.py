@@ -32,7 +32,7 @@ def report(
     """Write a report: what ran, the pivot tables, curves, the recipes' tables, few-shot samples."""
     from expt import report as reporting
 
-    query = run_query(where, tag) if where or tag else None
+    query = run_query(where, tag)  # the empty Query keeps every run
     here = project()
     folder = out if out is not None else reporting.default_out(here.root, experiments)
     with open_store(here.db_path) as store:
